@@ -1,1 +1,692 @@
-pub fn _x(){}
+//! Local emulator of the OAuth token servers used by the SDK's tests.
+//!
+//! [`Sandbox::start`] binds `127.0.0.1:0` on the caller's tokio runtime and
+//! serves an Okta-like password-grant endpoint, an MSK-like
+//! client-credentials endpoint, a bearer-protected resource and a small
+//! admin API. The server stops when the [`Sandbox`] is dropped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const OKTA_PATH: &str = "/oauth2/aussandbox/v1/token";
+const MSK_PATH: &str = "/msk-apim/external/msk-oidc/oauth2/token";
+
+/// Behaviour settings of a [`Sandbox`].
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Lifetime of Okta access tokens (default 1800 s).
+    pub okta_token_ttl: Duration,
+    /// Lifetime of MSK access tokens (default 3600 s).
+    pub msk_token_ttl: Duration,
+    /// Okta requests allowed per username per 1-second window (default 4).
+    pub okta_rate_per_second: u32,
+    /// Okta requests allowed for the whole org per minute window (default 600).
+    pub okta_rate_per_minute: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            okta_token_ttl: Duration::from_secs(1800),
+            msk_token_ttl: Duration::from_secs(3600),
+            okta_rate_per_second: 4,
+            okta_rate_per_minute: 600,
+        }
+    }
+}
+
+/// Credentials for the Okta-like password grant.
+#[derive(Clone)]
+pub struct OktaCredentials {
+    /// Token endpoint URL.
+    pub token_url: String,
+    /// Client id (sent with HTTP Basic).
+    pub client_id: String,
+    /// Client secret (sent with HTTP Basic); contains characters needing URL-encoding.
+    pub client_secret: String,
+    /// Resource-owner username.
+    pub username: String,
+    /// Resource-owner password.
+    pub password: String,
+    /// Scope to request.
+    pub scope: String,
+}
+
+impl fmt::Debug for OktaCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OktaCredentials")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Credentials for a client-credentials grant.
+#[derive(Clone)]
+pub struct ClientCredentialsInfo {
+    /// Token endpoint URL.
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Scope to request.
+    pub scope: String,
+}
+
+impl fmt::Debug for ClientCredentialsInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentialsInfo")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// All credentials registered in a running sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxCredentials {
+    /// Okta password-grant user and client (client auth via HTTP Basic only).
+    pub okta: OktaCredentials,
+    /// MSK client that must send its secret in the form body.
+    pub msk: ClientCredentialsInfo,
+    /// MSK client that must use HTTP Basic.
+    pub msk_basic: ClientCredentialsInfo,
+}
+
+/// URLs of a running sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxUrls {
+    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Okta token endpoint.
+    pub okta_token: String,
+    /// MSK token endpoint.
+    pub msk_token: String,
+    /// Bearer-protected resource (`GET`).
+    pub protected: String,
+    /// Admin API prefix (`/admin`).
+    pub admin: String,
+}
+
+/// A route that can carry an injected [`Fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The Okta token endpoint.
+    OktaToken,
+    /// The MSK token endpoint.
+    MskToken,
+    /// The protected resource.
+    Protected,
+}
+
+/// An injected failure or delay on a route.
+#[derive(Clone, Debug, Default)]
+pub struct Fault {
+    /// Status to answer instead of the real answer (0 = only delay, then answer normally).
+    pub status: u16,
+    /// Headers of the faulted answer.
+    pub headers: Vec<(String, String)>,
+    /// Body of the faulted answer.
+    pub body: String,
+    /// Sleep before answering.
+    pub delay: Duration,
+    /// Number of requests the fault applies to; 0 = until cleared.
+    pub times: u32,
+}
+
+struct TokenInfo {
+    client_id: String,
+    scope: String,
+    expires_at: Instant,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct RateState {
+    per_user: HashMap<String, (u64, u32)>,
+    org: (u64, u32),
+}
+
+struct Inner {
+    config: SandboxConfig,
+    creds: SandboxCredentials,
+    requests: Mutex<HashMap<String, u64>>,
+    requests_total: AtomicU64,
+    issued: AtomicU64,
+    generation: AtomicU64,
+    tokens: Mutex<HashMap<String, TokenInfo>>,
+    faults: Mutex<HashMap<Route, Fault>>,
+    rate: Mutex<RateState>,
+}
+
+impl Inner {
+    fn count(&self, client_id: &str) {
+        *self.requests.lock().unwrap().entry(client_id.to_string()).or_default() += 1;
+        self.requests_total.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn take_fault(&self, route: Route) -> Option<Fault> {
+        let mut faults = self.faults.lock().unwrap();
+        let f = faults.get_mut(&route)?;
+        let out = f.clone();
+        if f.times > 0 {
+            f.times -= 1;
+            if f.times == 0 {
+                faults.remove(&route);
+            }
+        }
+        Some(out)
+    }
+
+    fn issue(&self, client_id: &str, scope: &str, ttl: Duration) -> String {
+        let mut bytes = [0u8; 48];
+        rand::thread_rng().fill(&mut bytes[..]);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        self.tokens.lock().unwrap().insert(
+            token.clone(),
+            TokenInfo {
+                client_id: client_id.to_string(),
+                scope: scope.to_string(),
+                expires_at: Instant::now() + ttl,
+                generation: self.generation.load(Ordering::SeqCst),
+            },
+        );
+        self.issued.fetch_add(1, Ordering::SeqCst);
+        token
+    }
+}
+
+/// A running emulator; dropping it stops the server.
+pub struct Sandbox {
+    /// Endpoint URLs.
+    pub urls: SandboxUrls,
+    /// Registered credentials.
+    pub credentials: SandboxCredentials,
+    inner: Arc<Inner>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("urls", &self.urls)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_string(n: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+impl Sandbox {
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    pub async fn start(config: SandboxConfig) -> std::io::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let base = format!("http://{addr}");
+        let urls = SandboxUrls {
+            okta_token: format!("{base}{OKTA_PATH}"),
+            msk_token: format!("{base}{MSK_PATH}"),
+            protected: format!("{base}/protected"),
+            admin: format!("{base}/admin"),
+            base,
+        };
+        let credentials = SandboxCredentials {
+            okta: OktaCredentials {
+                token_url: urls.okta_token.clone(),
+                client_id: format!("0oa{}", random_string(17)),
+                client_secret: format!("{}%+:/ &={}", random_string(20), random_string(20)),
+                username: "svc-sandbox@example.org".to_string(),
+                password: format!("Pw-{}!", random_string(16)),
+                scope: "cibmtr_fhir".to_string(),
+            },
+            msk: ClientCredentialsInfo {
+                token_url: urls.msk_token.clone(),
+                client_id: format!("msk-body-{}", random_string(12)),
+                client_secret: random_string(32),
+                scope: "full".to_string(),
+            },
+            msk_basic: ClientCredentialsInfo {
+                token_url: urls.msk_token.clone(),
+                client_id: format!("msk-basic-{}", random_string(12)),
+                client_secret: format!("{}+%:{}", random_string(16), random_string(16)),
+                scope: "full".to_string(),
+            },
+        };
+        let inner = Arc::new(Inner {
+            config,
+            creds: credentials.clone(),
+            requests: Mutex::new(HashMap::new()),
+            requests_total: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            tokens: Mutex::new(HashMap::new()),
+            faults: Mutex::new(HashMap::new()),
+            rate: Mutex::new(RateState::default()),
+        });
+        let router = Router::new()
+            .route(OKTA_PATH, post(okta_token))
+            .route(MSK_PATH, post(msk_token))
+            .route("/protected", get(protected))
+            .route("/admin/stats", get(admin_stats))
+            .route("/admin/revoke", post(admin_revoke))
+            .route("/admin/faults", post(admin_set_fault).delete(admin_clear_faults))
+            .with_state(inner.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Sandbox { urls, credentials, inner, shutdown: Some(tx) })
+    }
+
+    /// Requests that reached a token route for `client_id` (faulted or not, success or failure).
+    pub fn token_requests(&self, client_id: &str) -> u64 {
+        self.inner.requests.lock().unwrap().get(client_id).copied().unwrap_or(0)
+    }
+
+    /// Requests that reached any token route.
+    pub fn token_requests_total(&self) -> u64 {
+        self.inner.requests_total.load(Ordering::SeqCst)
+    }
+
+    /// Access tokens issued so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.inner.issued.load(Ordering::SeqCst)
+    }
+
+    /// Sets the fault on `route`, replacing any previous one.
+    pub fn set_fault(&self, route: Route, fault: Fault) {
+        self.inner.faults.lock().unwrap().insert(route, fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.inner.faults.lock().unwrap().clear();
+    }
+
+    /// Makes every access token issued so far invalid.
+    pub fn revoke_all_tokens(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+// ---------- helpers ----------
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    json_response(status, json!({"error": error, "error_description": description}))
+}
+
+fn invalid_client(description: &str) -> Response {
+    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description)
+}
+
+/// Percent-decodes a form-urlencoded component (`+` means space).
+fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `Some(Ok((id, secret)))` for valid Basic, `Some(Err(()))` for malformed, `None` if absent.
+fn basic_auth(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let parse = || -> Option<(String, String)> {
+        let raw = STANDARD.decode(rest.trim()).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (id, secret) = raw.split_once(':')?;
+        Some((form_decode(id)?, form_decode(secret)?))
+    };
+    Some(parse().ok_or(()))
+}
+
+fn form(body: &Bytes) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn epoch_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Applies the fault on `route`; returns a response if it replaces the answer.
+async fn apply_fault(inner: &Inner, route: Route) -> Option<Response> {
+    let fault = inner.take_fault(route)?;
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    if fault.status == 0 {
+        return None;
+    }
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, fault.body).into_response();
+    for (k, v) in fault.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    Some(resp)
+}
+
+// ---------- handlers ----------
+
+async fn okta_token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let basic = basic_auth(&headers);
+    let params = form(&body);
+    let counted_id = match &basic {
+        Some(Ok((id, _))) => id.clone(),
+        _ => params.get("client_id").cloned().unwrap_or_else(|| "unknown".to_string()),
+    };
+    inner.count(&counted_id);
+
+    if let Some(resp) = apply_fault(&inner, Route::OktaToken).await {
+        return resp;
+    }
+
+    // Rate limits (the request is counted above even if limited).
+    let now = epoch_secs();
+    let username = params.get("username").cloned().unwrap_or_default();
+    {
+        let cfg = &inner.config;
+        let mut rate = inner.rate.lock().unwrap();
+        let minute = now / 60;
+        if rate.org.0 != minute {
+            rate.org = (minute, 0);
+        }
+        rate.org.1 += 1;
+        let org_count = rate.org.1;
+        let user = rate.per_user.entry(username).or_insert((now, 0));
+        if user.0 != now {
+            *user = (now, 0);
+        }
+        user.1 += 1;
+        let user_count = user.1;
+        let limited = if user_count > cfg.okta_rate_per_second {
+            Some((cfg.okta_rate_per_second, now + 1))
+        } else if org_count > cfg.okta_rate_per_minute {
+            Some((cfg.okta_rate_per_minute, (minute + 1) * 60))
+        } else {
+            None
+        };
+        if let Some((limit, reset)) = limited {
+            drop(rate);
+            let body = json!({
+                "errorCode": "E0000047",
+                "errorSummary": "API call exceeded rate limit due to too many requests.",
+                "errorLink": "E0000047",
+                "errorId": "sandbox",
+                "errorCauses": []
+            });
+            let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, body);
+            let h = resp.headers_mut();
+            h.insert("x-rate-limit-limit", HeaderValue::from(limit));
+            h.insert("x-rate-limit-remaining", HeaderValue::from(0u32));
+            h.insert("x-rate-limit-reset", HeaderValue::from(reset));
+            return resp;
+        }
+    }
+
+    let creds = &inner.creds.okta;
+    match basic {
+        Some(Ok((id, secret))) if id == creds.client_id && secret == creds.client_secret => {}
+        Some(_) => return invalid_client("Invalid value for 'client_id' or 'client_secret'."),
+        None => {
+            return invalid_client(
+                "Client authentication failed. Use HTTP Basic (client_secret_basic).",
+            );
+        }
+    }
+    if params.get("grant_type").map(String::as_str) != Some("password") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "The authorization grant type is not supported by the authorization server.",
+        );
+    }
+    if params.get("username") != Some(&creds.username)
+        || params.get("password") != Some(&creds.password)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The credentials provided were invalid.",
+        );
+    }
+    let scope = params.get("scope").cloned().unwrap_or_default();
+    let ttl = inner.config.okta_token_ttl;
+    let token = inner.issue(&creds.client_id, &scope, ttl);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "token_type": "Bearer",
+            "expires_in": ttl.as_secs(),
+            "access_token": token,
+            "scope": scope,
+        }),
+    )
+}
+
+async fn msk_token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let basic = basic_auth(&headers);
+    let params = form(&body);
+    let counted_id = match &basic {
+        Some(Ok((id, _))) => id.clone(),
+        _ => params.get("client_id").cloned().unwrap_or_else(|| "unknown".to_string()),
+    };
+    inner.count(&counted_id);
+
+    if let Some(resp) = apply_fault(&inner, Route::MskToken).await {
+        return resp;
+    }
+
+    let body_creds = &inner.creds.msk;
+    let basic_creds = &inner.creds.msk_basic;
+    let client_id = match basic {
+        Some(Ok((id, secret))) => {
+            if id != basic_creds.client_id {
+                return invalid_client("Client authentication failed.");
+            }
+            if secret != basic_creds.client_secret {
+                return invalid_client("Client authentication failed.");
+            }
+            id
+        }
+        Some(Err(())) => return invalid_client("Malformed Basic authorization."),
+        None => {
+            let id = params.get("client_id").cloned().unwrap_or_default();
+            let secret = params.get("client_secret").cloned().unwrap_or_default();
+            if id != body_creds.client_id || secret != body_creds.client_secret {
+                return invalid_client("Client authentication failed.");
+            }
+            id
+        }
+    };
+    if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "The authorization grant type is not supported by the authorization server.",
+        );
+    }
+    if params.get("scope").map(String::as_str) != Some("full") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "The requested scope is invalid, unknown, or malformed.",
+        );
+    }
+    let ttl = inner.config.msk_token_ttl;
+    let token = inner.issue(&client_id, "full", ttl);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "token_type": "Bearer",
+            "access_token": token,
+            "scope": "full",
+            "expires_in": ttl.as_secs(),
+            "consented_on": epoch_secs(),
+        }),
+    )
+}
+
+async fn protected(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = apply_fault(&inner, Route::Protected).await {
+        return resp;
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    if let Some(token) = token {
+        let generation = inner.generation.load(Ordering::SeqCst);
+        let tokens = inner.tokens.lock().unwrap();
+        if let Some(info) = tokens.get(&token)
+            && info.generation == generation
+            && info.expires_at > Instant::now()
+        {
+            return json_response(
+                StatusCode::OK,
+                json!({"client_id": info.client_id, "scope": info.scope}),
+            );
+        }
+    }
+    let mut resp = json_response(StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"}));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
+}
+
+async fn admin_stats(State(inner): State<Arc<Inner>>) -> Response {
+    let requests: serde_json::Map<String, Value> = inner
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "token_requests": requests,
+            "token_requests_total": inner.requests_total.load(Ordering::SeqCst),
+            "tokens_issued": inner.issued.load(Ordering::SeqCst),
+        }),
+    )
+}
+
+async fn admin_revoke(State(inner): State<Arc<Inner>>) -> StatusCode {
+    inner.generation.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+struct FaultRequest {
+    route: String,
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    delay_ms: u64,
+    #[serde(default)]
+    times: u32,
+}
+
+async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    let route = match req.route.as_str() {
+        "okta_token" => Route::OktaToken,
+        "msk_token" => Route::MskToken,
+        "protected" => Route::Protected,
+        other => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("unknown route {other:?}"),
+            );
+        }
+    };
+    let fault = Fault {
+        status: req.status,
+        headers: req.headers.into_iter().collect(),
+        body: req.body,
+        delay: Duration::from_millis(req.delay_ms),
+        times: req.times,
+    };
+    inner.faults.lock().unwrap().insert(route, fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_clear_faults(State(inner): State<Arc<Inner>>) -> StatusCode {
+    inner.faults.lock().unwrap().clear();
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,234 @@
+//! OAuth flows and the token cache they share.
+//!
+//! Each flow ([`PasswordGrant`], [`ClientCredentials`]) knows how to ask its token endpoint for a
+//! token; the [`cache`] decides when to ask. Every flow object with the same token URL, client,
+//! user, scopes *and* secret shares one cached token in the process (the cache key carries a keyed
+//! hash of the secret, so a wrong password never receives a token minted with the right one).
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
+use crate::secret::Secret;
+
+pub mod cache;
+pub mod client_credentials;
+pub mod password;
+pub mod store;
+
+pub use cache::{AccessToken, CacheStats};
+pub use client_credentials::{ClientAuthMethod, ClientCredentials};
+pub use password::PasswordGrant;
+pub use store::TokenStore;
+
+/// Lifetime assumed when a token response gives neither `expires_in` nor a JWT `exp`.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+/// A token as the server issued it, with the absolute times the cache works from.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Token {
+    pub access_token: Secret,
+    /// When the token request was sent (lifetimes are measured from here, not from receipt).
+    #[serde(with = "epoch_ms")]
+    pub issued_at: SystemTime,
+    #[serde(with = "epoch_ms")]
+    pub expires_at: SystemTime,
+    pub refresh_token: Option<Secret>,
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at.duration_since(self.issued_at).unwrap_or_default()
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> { s.serialize_str(self.expose()) }
+}
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+mod epoch_ms {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u64(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<SystemTime, D::Error> {
+        Ok(UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// What a flow sends to its token endpoint.
+pub(crate) struct TokenRequest<'a> {
+    pub url: &'a url::Url,
+    pub form: Vec<(&'static str, String)>,
+    /// HTTP Basic client authentication (id, secret), form-urlencoded first per RFC 6749 §2.3.1.
+    pub basic: Option<(&'a str, &'a Secret)>,
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: Option<String>,
+    error_description: Option<String>,
+    #[serde(rename = "errorCode")]
+    error_code: Option<String>,
+    #[serde(rename = "errorSummary")]
+    error_summary: Option<String>,
+}
+
+/// Counts token requests as they go on the wire (retries included).
+pub(crate) trait RequestCounter: Send + Sync {
+    fn sent(&self);
+}
+
+/// Sends one token request, waiting out rate limits (within the configured bound) and retrying
+/// 5xx answers and network errors a few times with jittered backoff. OAuth errors are final.
+pub(crate) async fn exchange(http: &HttpClient, req: TokenRequest<'_>, counter: &dyn RequestCounter) -> Result<Token> {
+    let cfg = http.config();
+    let mut attempt = 0u32;
+    let mut waited = Duration::ZERO;
+    loop {
+        let mut rb = http.inner.post(req.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&req.form);
+        if let Some((id, secret)) = req.basic {
+            let pair = format!("{}:{}", form_encode(id), form_encode(secret.expose()));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
+            rb = rb.header(reqwest::header::AUTHORIZATION, format!("Basic {b64}"));
+        }
+        let sent_at = SystemTime::now();
+        counter.sent();
+        let retryable: Error = match rb.send().await {
+            Err(e) => Error::network(&e),
+            Ok(resp) => {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let body = resp.bytes().await.map_err(|e| Error::network(&e))?;
+                if status.is_success() {
+                    return parse_token(&body, sent_at);
+                }
+                if status.as_u16() == 429 {
+                    let wait = rate_limit_wait(&headers).unwrap_or(Duration::from_secs(1));
+                    if waited + wait > cfg.max_rate_limit_wait {
+                        return Err(Error::RateLimited { retry_after: Some(wait) });
+                    }
+                    tracing::warn!(wait_ms = wait.as_millis() as u64, "token endpoint rate limited; waiting");
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    continue;
+                }
+                if status.is_server_error() {
+                    Error::Http { status: status.as_u16(), message: short_message(&body) }
+                } else {
+                    return Err(oauth_error(status.as_u16(), &body));
+                }
+            }
+        };
+        if attempt >= cfg.token_retries {
+            return Err(retryable);
+        }
+        let base = 100u64 << attempt.min(6);
+        let jitter = rand::thread_rng().gen_range(0..=base);
+        tracing::debug!(attempt, "token request failed ({retryable}); retrying");
+        tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        attempt += 1;
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `Retry-After` (seconds or HTTP date) or Okta's `X-Rate-Limit-Reset` (epoch seconds).
+pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let now = SystemTime::now();
+    if let Some(v) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+        if let Ok(secs) = v.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(now).unwrap_or_default());
+        }
+    }
+    let reset = headers.get("x-rate-limit-reset")?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    let at = UNIX_EPOCH + Duration::from_secs(reset);
+    // The reset is whole seconds; a little slack avoids arriving a hair early.
+    Some(at.duration_since(now).unwrap_or_default() + Duration::from_millis(50))
+}
+
+pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
+    let raw: RawTokenResponse = serde_json::from_slice(body)
+        .map_err(|_| Error::Network { message: "token endpoint answered with a body that is not a JSON token response".into() })?;
+    let access = raw.access_token.filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::Network { message: "token response has no access_token".into() })?;
+    let expires_in = raw.expires_in.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+    let expires_at = match expires_in {
+        Some(secs) => sent_at + Duration::from_secs(secs),
+        None => jwt_exp(&access).unwrap_or(sent_at + DEFAULT_LIFETIME),
+    };
+    Ok(Token {
+        access_token: Secret::new(access),
+        issued_at: sent_at,
+        expires_at,
+        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
+        scope: raw.scope,
+    })
+}
+
+/// The `exp` claim of a JWT access token, read without verifying (only to schedule a refresh).
+fn jwt_exp(token: &str) -> Option<SystemTime> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(v.get("exp")?.as_u64()?))
+}
+
+fn oauth_error(status: u16, body: &[u8]) -> Error {
+    match serde_json::from_slice::<OAuthErrorBody>(body) {
+        Ok(OAuthErrorBody { error: Some(error), error_description, .. }) => Error::Auth { error, description: error_description, status: Some(status) },
+        Ok(OAuthErrorBody { error_code: Some(code), error_summary, .. }) => Error::Auth { error: code, description: error_summary, status: Some(status) },
+        _ if status == 401 => Error::Auth { error: "invalid_client".into(), description: Some(short_message(body)), status: Some(status) },
+        _ => Error::Http { status, message: short_message(body) },
+    }
+}
+
+fn short_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let t = text.trim();
+    if t.is_empty() { return "empty response".into(); }
+    t.chars().take(200).collect()
+}
+
+/// Sorted, de-duplicated scopes, so `"b a"` and `"a  b"` share a cache entry.
+pub(crate) fn normalise_scopes(scope: Option<&str>) -> String {
+    let mut v: Vec<&str> = scope.unwrap_or("").split_whitespace().collect();
+    v.sort_unstable();
+    v.dedup();
+    v.join(" ")
+}

@@ -1,0 +1,101 @@
+//! One configured HTTP client for token and FHIR calls alike, and the transport-security rule:
+//! credentials and bearer tokens travel only over https, except to loopback hosts or hosts the
+//! caller explicitly allows.
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Settings of the shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// An explicit proxy URL (otherwise the usual `HTTPS_PROXY`/`NO_PROXY` environment applies).
+    pub proxy: Option<String>,
+    /// Extra trusted CA certificates, PEM.
+    pub extra_ca_pems: Vec<Vec<u8>>,
+    /// Hosts to which plain http is allowed although they are not loopback.
+    pub allow_http_hosts: Vec<String>,
+    /// The longest a rate-limited token request is waited out before giving up with
+    /// [`Error::RateLimited`].
+    pub max_rate_limit_wait: Duration,
+    /// Retries of a token request after a 5xx or a network error.
+    pub token_retries: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            proxy: None,
+            extra_ca_pems: Vec::new(),
+            allow_http_hosts: Vec::new(),
+            max_rate_limit_wait: Duration::from_secs(60),
+            token_retries: 3,
+        }
+    }
+}
+
+/// The configured client. Clone freely: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    pub(crate) inner: reqwest::Client,
+    pub(crate) config: std::sync::Arc<HttpConfig>,
+}
+
+impl HttpClient {
+    pub fn new(config: HttpConfig) -> Result<Self> {
+        let mut b = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("cibmtr-fhir/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(p) = &config.proxy {
+            b = b.proxy(reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?);
+        }
+        for pem in &config.extra_ca_pems {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
+            b = b.add_root_certificate(cert);
+        }
+        let inner = b.build().map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpClient { inner, config: std::sync::Arc::new(config) })
+    }
+
+    /// The process-wide default client.
+    pub fn shared() -> HttpClient {
+        static SHARED: std::sync::LazyLock<HttpClient> =
+            std::sync::LazyLock::new(|| HttpClient::new(HttpConfig::default()).expect("default HTTP client"));
+        SHARED.clone()
+    }
+
+    pub fn config(&self) -> &HttpConfig { &self.config }
+
+    /// Parses `url` for `field` and refuses plain http to a non-loopback, non-allowed host:
+    /// credentials and tokens must not cross a network in clear text.
+    pub fn secure_url(&self, field: &str, url: &str) -> Result<url::Url> {
+        let parsed = url::Url::parse(url).map_err(|_| Error::validation(field, "must be an absolute http(s) URL"))?;
+        match parsed.scheme() {
+            "https" => Ok(parsed),
+            "http" => {
+                let host = parsed.host_str().unwrap_or("");
+                if is_loopback(host) || self.config.allow_http_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                    Ok(parsed)
+                } else {
+                    Err(Error::config(format!(
+                        "{field} uses plain http to {host}; credentials are sent only over https (or to loopback, or to a host listed in allow_http_hosts)"
+                    )))
+                }
+            }
+            _ => Err(Error::validation(field, "must be an absolute http(s) URL")),
+        }
+    }
+}
+
+/// Whether `host` names this machine (localhost, 127.0.0.0/8, ::1).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
