@@ -25,6 +25,9 @@ use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+mod smart;
+pub use smart::BackendCredentials;
+
 const OKTA_PATH: &str = "/oauth2/aussandbox/v1/token";
 const MSK_PATH: &str = "/msk-apim/external/msk-oidc/oauth2/token";
 
@@ -39,6 +42,8 @@ pub struct SandboxConfig {
     pub okta_rate_per_second: u32,
     /// Okta requests allowed for the whole org per minute window (default 600).
     pub okta_rate_per_minute: u32,
+    /// Lifetime of SMART Backend Services access tokens (default 300 s).
+    pub backend_token_ttl: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -48,6 +53,7 @@ impl Default for SandboxConfig {
             msk_token_ttl: Duration::from_secs(3600),
             okta_rate_per_second: 4,
             okta_rate_per_minute: 600,
+            backend_token_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct SandboxCredentials {
     pub msk: ClientCredentialsInfo,
     /// MSK client that must use HTTP Basic.
     pub msk_basic: ClientCredentialsInfo,
+    /// Pre-registered SMART Backend Services client (`private_key_jwt`, ES384).
+    pub backend: BackendCredentials,
 }
 
 /// URLs of a running sandbox.
@@ -130,6 +138,12 @@ pub struct SandboxUrls {
     pub protected: String,
     /// Admin API prefix (`/admin`).
     pub admin: String,
+    /// SMART Backend Services token endpoint.
+    pub smart_token: String,
+    /// FHIR base URL.
+    pub fhir_base: String,
+    /// SMART discovery document.
+    pub smart_configuration: String,
 }
 
 /// A route that can carry an injected [`Fault`].
@@ -141,6 +155,8 @@ pub enum Route {
     MskToken,
     /// The protected resource.
     Protected,
+    /// The SMART Backend Services token endpoint.
+    SmartToken,
 }
 
 /// An injected failure or delay on a route.
@@ -181,6 +197,8 @@ struct Inner {
     tokens: Mutex<HashMap<String, TokenInfo>>,
     faults: Mutex<HashMap<Route, Fault>>,
     rate: Mutex<RateState>,
+    base: String,
+    smart: Mutex<smart::SmartState>,
 }
 
 impl Inner {
@@ -258,8 +276,12 @@ impl Sandbox {
             msk_token: format!("{base}{MSK_PATH}"),
             protected: format!("{base}/protected"),
             admin: format!("{base}/admin"),
+            smart_token: format!("{base}{}", smart::TOKEN_PATH),
+            fhir_base: format!("{base}/fhir"),
+            smart_configuration: format!("{base}{}", smart::DISCOVERY_PATH),
             base,
         };
+        let (backend_pem, backend_jwks, backend_kid) = smart::generate_es384();
         let credentials = SandboxCredentials {
             okta: OktaCredentials {
                 token_url: urls.okta_token.clone(),
@@ -281,7 +303,17 @@ impl Sandbox {
                 client_secret: format!("{}+%:{}", random_string(16), random_string(16)),
                 scope: "full".to_string(),
             },
+            backend: BackendCredentials {
+                token_url: urls.smart_token.clone(),
+                fhir_base: urls.fhir_base.clone(),
+                client_id: "sandbox-backend".to_string(),
+                private_key_pem: backend_pem,
+                key_id: backend_kid,
+                scope: "system/*.read".to_string(),
+            },
         };
+        let mut smart_state = smart::SmartState::default();
+        smart_state.clients.insert("sandbox-backend".to_string(), backend_jwks);
         let inner = Arc::new(Inner {
             config,
             creds: credentials.clone(),
@@ -292,11 +324,16 @@ impl Sandbox {
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateState::default()),
+            base: urls.base.clone(),
+            smart: Mutex::new(smart_state),
         });
         let router = Router::new()
             .route(OKTA_PATH, post(okta_token))
             .route(MSK_PATH, post(msk_token))
             .route("/protected", get(protected))
+            .route(smart::TOKEN_PATH, post(smart::token))
+            .route(smart::DISCOVERY_PATH, get(smart::discovery))
+            .route("/admin/backend-clients", post(smart::admin_register))
             .route("/admin/stats", get(admin_stats))
             .route("/admin/revoke", post(admin_revoke))
             .route("/admin/faults", post(admin_set_fault).delete(admin_clear_faults))
@@ -335,6 +372,14 @@ impl Sandbox {
     /// Removes every fault.
     pub fn clear_faults(&self) {
         self.inner.faults.lock().unwrap().clear();
+    }
+
+    /// Registers (or replaces) a SMART Backend Services client with its public JWKS
+    /// (`{"keys":[...]}`, each key with a `kid`).
+    pub fn register_backend_client(&self, client_id: &str, jwks: Value) -> Result<(), String> {
+        smart::validate_jwks(&jwks)?;
+        self.inner.smart.lock().unwrap().clients.insert(client_id.to_string(), jwks);
+        Ok(())
     }
 
     /// Makes every access token issued so far invalid.
@@ -667,6 +712,7 @@ async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Respon
         "okta_token" => Route::OktaToken,
         "msk_token" => Route::MskToken,
         "protected" => Route::Protected,
+        "smart_token" => Route::SmartToken,
         other => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,

@@ -15,13 +15,17 @@ use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::secret::Secret;
 
+pub mod backend_services;
 pub mod cache;
 pub mod client_credentials;
+pub mod keys;
 pub mod password;
 pub mod store;
 
+pub use backend_services::BackendServices;
 pub use cache::{AccessToken, CacheStats};
 pub use client_credentials::{ClientAuthMethod, ClientCredentials};
+pub use keys::{generate_key, jwk_thumbprint, public_jwks, GeneratedKey, KeyAlgorithm};
 pub use password::PasswordGrant;
 pub use store::TokenStore;
 
