@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::Serialize;
 
-use super::cache::{hex, AccessToken, BoxFuture, CacheKey, CacheStats, Fetch, TokenCell};
+use super::cache::{hex, BoxFuture, CacheKey, Fetch, TokenCell, TokenProvider};
 use super::keys::{KeyAlgorithm, PrivateKey};
 use super::password::required;
 use super::{exchange, normalise_scopes, RequestCounter, Token, TokenRequest, TokenStore};
@@ -24,7 +24,7 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// The SMART Backend Services flow. Cheap to clone; equal configurations share one cached token.
 #[derive(Clone)]
 pub struct BackendServices {
-    cell: Arc<TokenCell>,
+    provider: TokenProvider,
     endpoint: Arc<Endpoint>,
     client_id: String,
     key_id: String,
@@ -131,10 +131,6 @@ impl BackendServices {
             algorithm: KeyAlgorithm::RS384, scope: "system/*.read".into(), store: TokenStore::Memory, http: None,
         }
     }
-    pub async fn token(&self) -> Result<AccessToken> { self.cell.token().await }
-    pub fn invalidate_token(&self, token: &str) -> bool { self.cell.invalidate_token(token) }
-    pub fn invalidate(&self) { self.cell.invalidate() }
-    pub fn stats(&self) -> CacheStats { self.cell.stats() }
     pub fn key_id(&self) -> &str { &self.key_id }
     pub fn algorithm(&self) -> KeyAlgorithm { self.algorithm }
     /// The token endpoint, if given or already discovered.
@@ -197,6 +193,12 @@ impl BackendServicesBuilder {
             algorithm: self.algorithm, scope: self.scope.clone(),
         };
         let cell = TokenCell::shared(key_cache, &self.store, http, Box::new(grant))?;
-        Ok(BackendServices { cell, endpoint, client_id: self.client_id, key_id, algorithm: self.algorithm, scope: self.scope })
+        Ok(BackendServices { provider: TokenProvider(cell), endpoint, client_id: self.client_id, key_id, algorithm: self.algorithm, scope: self.scope })
     }
+}
+
+impl std::ops::Deref for BackendServices {
+    type Target = TokenProvider;
+    /// `token()`, `invalidate_token()`, `invalidate()` and `stats()` come from the provider.
+    fn deref(&self) -> &TokenProvider { &self.provider }
 }

@@ -287,6 +287,22 @@ impl TokenCell {
         }
     }
 
+    /// Makes `token` the current entry (obtained outside `fetch`, e.g. an authorization-code
+    /// exchange) and writes it to the file store, if any.
+    pub(crate) fn install(&self, token: Token) -> Result<()> {
+        if let Some((store, key)) = &self.store {
+            let lock = store.lock()?;
+            let mut file = store.read()?;
+            let id = key.fingerprint(&file.salt);
+            file.entries.insert(id, token.clone());
+            store.write(&file)?;
+            drop(lock);
+        }
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.current.store(Some(Arc::new(Entry::new(token))));
+        Ok(())
+    }
+
     /// Drops `token` if it is still the current one (after a 401). Returns whether it did.
     pub(crate) fn invalidate_token(&self, token: &str) -> bool {
         let current = self.current.load();
@@ -318,5 +334,28 @@ impl TokenCell {
             refreshes: self.counters.refreshes.load(Relaxed),
             failures: self.counters.failures.load(Relaxed),
         }
+    }
+}
+
+/// What every flow offers once built: a valid token on demand, invalidation after a 401, and
+/// counters. Each flow derefs to its provider, and a FHIR client or binding can hold one for any
+/// flow. Cheap to clone; clones share the cache.
+#[derive(Clone)]
+pub struct TokenProvider(pub(crate) Arc<TokenCell>);
+
+impl TokenProvider {
+    /// A valid access token, from the cache when possible.
+    pub async fn token(&self) -> Result<AccessToken> { self.0.token().await }
+    /// Drops `token` if it is still the current one (call after a 401); returns whether it did.
+    pub fn invalidate_token(&self, token: &str) -> bool { self.0.invalidate_token(token) }
+    /// Drops the current token; the next `token()` obtains a new one.
+    pub fn invalidate(&self) { self.0.invalidate() }
+    /// Token requests, cache hits, refreshes and failures so far.
+    pub fn stats(&self) -> CacheStats { self.0.stats() }
+}
+
+impl fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenProvider").field("stats", &self.stats()).finish()
     }
 }

@@ -3,9 +3,8 @@
 //! (`client_secret_post`, the default) or as HTTP Basic (`client_secret_basic`).
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use super::cache::{AccessToken, BoxFuture, CacheKey, CacheStats, Fetch, TokenCell};
+use super::cache::{BoxFuture, CacheKey, Fetch, TokenCell, TokenProvider};
 use super::password::required;
 use super::{exchange, normalise_scopes, RequestCounter, Token, TokenRequest, TokenStore};
 use crate::error::{Error, Result};
@@ -36,7 +35,7 @@ impl FromStr for ClientAuthMethod {
 /// The MSK flow. Cheap to clone; equal configurations share one cached token.
 #[derive(Clone)]
 pub struct ClientCredentials {
-    cell: Arc<TokenCell>,
+    provider: TokenProvider,
     token_url: String,
     client_id: String,
     scope: Option<String>,
@@ -87,10 +86,6 @@ impl ClientCredentials {
             scope: None, auth_method: ClientAuthMethod::default(), store: TokenStore::Memory, http: None,
         }
     }
-    pub async fn token(&self) -> Result<AccessToken> { self.cell.token().await }
-    pub fn invalidate_token(&self, token: &str) -> bool { self.cell.invalidate_token(token) }
-    pub fn invalidate(&self) { self.cell.invalidate() }
-    pub fn stats(&self) -> CacheStats { self.cell.stats() }
     pub fn auth_method(&self) -> ClientAuthMethod { self.auth_method }
 }
 
@@ -124,6 +119,12 @@ impl ClientCredentialsBuilder {
         };
         let grant = Grant { url, client_id: self.client_id.clone(), client_secret: self.client_secret, scope: scope.clone(), auth_method: self.auth_method };
         let cell = TokenCell::shared(key, &self.store, http, Box::new(grant))?;
-        Ok(ClientCredentials { cell, token_url: self.token_url, client_id: self.client_id, scope, auth_method: self.auth_method })
+        Ok(ClientCredentials { provider: TokenProvider(cell), token_url: self.token_url, client_id: self.client_id, scope, auth_method: self.auth_method })
     }
+}
+
+impl std::ops::Deref for ClientCredentials {
+    type Target = TokenProvider;
+    /// `token()`, `invalidate_token()`, `invalidate()` and `stats()` come from the provider.
+    fn deref(&self) -> &TokenProvider { &self.provider }
 }

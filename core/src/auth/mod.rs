@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::secret::Secret;
 
+pub mod authorization_code;
 pub mod backend_services;
 pub mod cache;
 pub mod client_credentials;
@@ -22,8 +23,9 @@ pub mod keys;
 pub mod password;
 pub mod store;
 
+pub use authorization_code::{register_client, AuthorizationCode, AuthorizationCodeBuilder, RegisteredClient};
 pub use backend_services::BackendServices;
-pub use cache::{AccessToken, CacheStats};
+pub use cache::{AccessToken, CacheStats, TokenProvider};
 pub use client_credentials::{ClientAuthMethod, ClientCredentials};
 pub use keys::{generate_key, jwk_thumbprint, public_jwks, GeneratedKey, KeyAlgorithm};
 pub use password::PasswordGrant;
@@ -43,6 +45,11 @@ pub struct Token {
     pub expires_at: SystemTime,
     pub refresh_token: Option<Secret>,
     pub scope: Option<String>,
+    /// The other top-level members of the token response (SMART launch context such as
+    /// `patient`, `encounter`, `id_token`, `need_patient_banner`). Never holds the access or
+    /// refresh token.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl fmt::Debug for Token {
@@ -189,6 +196,8 @@ pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Du
 pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
     let raw: RawTokenResponse = serde_json::from_slice(body)
         .map_err(|_| Error::Network { message: "token endpoint answered with a body that is not a JSON token response".into() })?;
+    let mut extra: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).unwrap_or_default();
+    for k in ["access_token", "refresh_token", "expires_in", "token_type"] { extra.remove(k); }
     let access = raw.access_token.filter(|t| !t.is_empty())
         .ok_or_else(|| Error::Network { message: "token response has no access_token".into() })?;
     let expires_in = raw.expires_in.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
@@ -202,6 +211,7 @@ pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
         expires_at,
         refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
         scope: raw.scope,
+        extra,
     })
 }
 

@@ -1,9 +1,8 @@
 //! Okta's resource-owner password grant, as CIBMTR uses it: `grant_type=password` with
 //! `username`, `password` and `scope` in the form body and the client id/secret as HTTP Basic.
 use std::fmt;
-use std::sync::Arc;
 
-use super::cache::{AccessToken, BoxFuture, CacheKey, CacheStats, Fetch, TokenCell};
+use super::cache::{BoxFuture, CacheKey, Fetch, TokenCell, TokenProvider};
 use super::{exchange, normalise_scopes, RequestCounter, Token, TokenRequest, TokenStore};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
@@ -13,7 +12,7 @@ use crate::secret::Secret;
 /// URL, client, user, scopes and secrets) share one cached token.
 #[derive(Clone)]
 pub struct PasswordGrant {
-    cell: Arc<TokenCell>,
+    provider: TokenProvider,
     token_url: String,
     client_id: String,
     username: String,
@@ -69,13 +68,6 @@ impl PasswordGrant {
         }
     }
 
-    /// A valid access token, from the cache when possible.
-    pub async fn token(&self) -> Result<AccessToken> { self.cell.token().await }
-    /// Drops `token` if it is still the current one (call after a 401); returns whether it did.
-    pub fn invalidate_token(&self, token: &str) -> bool { self.cell.invalidate_token(token) }
-    /// Drops the current token; the next `token()` asks the server.
-    pub fn invalidate(&self) { self.cell.invalidate() }
-    pub fn stats(&self) -> CacheStats { self.cell.stats() }
 }
 
 impl fmt::Debug for PasswordGrant {
@@ -110,6 +102,12 @@ impl PasswordGrantBuilder {
         let grant = Grant { url, client_id: self.client_id.clone(), client_secret: self.client_secret,
                             username: self.username.clone(), password: self.password, scope: scope.clone() };
         let cell = TokenCell::shared(key, &self.store, http, Box::new(grant))?;
-        Ok(PasswordGrant { cell, token_url: self.token_url, client_id: self.client_id, username: self.username, scope })
+        Ok(PasswordGrant { provider: TokenProvider(cell), token_url: self.token_url, client_id: self.client_id, username: self.username, scope })
     }
+}
+
+impl std::ops::Deref for PasswordGrant {
+    type Target = TokenProvider;
+    /// `token()`, `invalidate_token()`, `invalidate()` and `stats()` come from the provider.
+    fn deref(&self) -> &TokenProvider { &self.provider }
 }
