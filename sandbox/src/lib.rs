@@ -25,7 +25,9 @@ use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+mod app_launch;
 mod smart;
+pub use app_launch::SmartAppCredentials;
 pub use smart::BackendCredentials;
 
 const OKTA_PATH: &str = "/oauth2/aussandbox/v1/token";
@@ -44,6 +46,13 @@ pub struct SandboxConfig {
     pub okta_rate_per_minute: u32,
     /// Lifetime of SMART Backend Services access tokens (default 300 s).
     pub backend_token_ttl: Duration,
+    /// Lifetime of SMART App Launch access tokens (default 3600 s).
+    pub smart_token_ttl: Duration,
+    /// Make the authorization endpoint answer `error=access_denied` (default false).
+    pub deny_authorization: bool,
+    /// Issue a new refresh token on every refresh, invalidating the presented one (default
+    /// true). When false, refresh responses carry no refresh token and the old one stays valid.
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for SandboxConfig {
@@ -54,6 +63,9 @@ impl Default for SandboxConfig {
             okta_rate_per_second: 4,
             okta_rate_per_minute: 600,
             backend_token_ttl: Duration::from_secs(300),
+            smart_token_ttl: Duration::from_secs(3600),
+            deny_authorization: false,
+            rotate_refresh_tokens: true,
         }
     }
 }
@@ -123,6 +135,8 @@ pub struct SandboxCredentials {
     pub msk_basic: ClientCredentialsInfo,
     /// Pre-registered SMART Backend Services client (`private_key_jwt`, ES384).
     pub backend: BackendCredentials,
+    /// Pre-registered confidential SMART App Launch client (authorization code + PKCE).
+    pub smart: SmartAppCredentials,
 }
 
 /// URLs of a running sandbox.
@@ -144,6 +158,10 @@ pub struct SandboxUrls {
     pub fhir_base: String,
     /// SMART discovery document.
     pub smart_configuration: String,
+    /// SMART App Launch authorization endpoint.
+    pub smart_authorize: String,
+    /// Dynamic client registration endpoint (RFC 7591).
+    pub smart_register: String,
 }
 
 /// A route that can carry an injected [`Fault`].
@@ -199,6 +217,7 @@ struct Inner {
     rate: Mutex<RateState>,
     base: String,
     smart: Mutex<smart::SmartState>,
+    app: Mutex<app_launch::AppState>,
 }
 
 impl Inner {
@@ -279,6 +298,8 @@ impl Sandbox {
             smart_token: format!("{base}{}", smart::TOKEN_PATH),
             fhir_base: format!("{base}/fhir"),
             smart_configuration: format!("{base}{}", smart::DISCOVERY_PATH),
+            smart_authorize: format!("{base}{}", app_launch::AUTHORIZE_PATH),
+            smart_register: format!("{base}{}", app_launch::REGISTER_PATH),
             base,
         };
         let (backend_pem, backend_jwks, backend_kid) = smart::generate_es384();
@@ -311,7 +332,19 @@ impl Sandbox {
                 key_id: backend_kid,
                 scope: "system/*.read".to_string(),
             },
+            smart: SmartAppCredentials {
+                fhir_base: urls.fhir_base.clone(),
+                authorize_url: urls.smart_authorize.clone(),
+                token_url: urls.smart_token.clone(),
+                registration_url: urls.smart_register.clone(),
+                client_id: format!("smart-app-{}", random_string(12)),
+                client_secret: format!("{}+%:{}", random_string(16), random_string(16)),
+                redirect_uri: "http://127.0.0.1:9/callback".to_string(),
+                scope: "launch/patient patient/*.read offline_access openid fhirUser".to_string(),
+                patient: "smart-1288992".to_string(),
+            },
         };
+        let app_state = app_launch::AppState::with_client(&credentials.smart.client_id, &credentials.smart.client_secret, &credentials.smart.redirect_uri);
         let mut smart_state = smart::SmartState::default();
         smart_state.clients.insert("sandbox-backend".to_string(), backend_jwks);
         let inner = Arc::new(Inner {
@@ -326,6 +359,7 @@ impl Sandbox {
             rate: Mutex::new(RateState::default()),
             base: urls.base.clone(),
             smart: Mutex::new(smart_state),
+            app: Mutex::new(app_state),
         });
         let router = Router::new()
             .route(OKTA_PATH, post(okta_token))
@@ -334,6 +368,8 @@ impl Sandbox {
             .route(smart::TOKEN_PATH, post(smart::token))
             .route(smart::DISCOVERY_PATH, get(smart::discovery))
             .route("/admin/backend-clients", post(smart::admin_register))
+            .route(app_launch::AUTHORIZE_PATH, get(app_launch::authorize))
+            .route(app_launch::REGISTER_PATH, post(app_launch::register))
             .route("/admin/stats", get(admin_stats))
             .route("/admin/revoke", post(admin_revoke))
             .route("/admin/faults", post(admin_set_fault).delete(admin_clear_faults))

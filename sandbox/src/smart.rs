@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,11 +88,16 @@ pub(crate) async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
         StatusCode::OK,
         json!({
             "token_endpoint": format!("{base}{TOKEN_PATH}"),
+            "authorization_endpoint": format!("{base}{}", crate::app_launch::AUTHORIZE_PATH),
+            "registration_endpoint": format!("{base}{}", crate::app_launch::REGISTER_PATH),
+            "code_challenge_methods_supported": ["S256"],
+            "response_types_supported": ["code"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384", "RS256"],
-            "grant_types_supported": ["client_credentials"],
-            "scopes_supported": ["system/*.read"],
-            "capabilities": ["client-confidential-asymmetric"],
+            "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+            "scopes_supported": ["system/*.read", "launch/patient", "patient/*.read", "offline_access", "openid", "fhirUser"],
+            "capabilities": ["client-confidential-asymmetric", "launch-standalone", "client-public", "client-confidential-symmetric",
+                             "context-standalone-patient", "permission-offline", "permission-patient", "sso-openid-connect"],
         }),
     )
 }
@@ -144,8 +149,11 @@ fn decoding_key(jwk: &Value, alg: jsonwebtoken::Algorithm) -> Result<jsonwebtoke
     }
 }
 
-pub(crate) async fn token(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let params = form(&body);
+    if matches!(params.get("grant_type").map(String::as_str), Some("authorization_code" | "refresh_token")) {
+        return crate::app_launch::token(inner, headers, params).await;
+    }
     let assertion = params.get("client_assertion").cloned().unwrap_or_default();
     let counted = unverified_iss(&assertion).unwrap_or_else(|| "unknown".to_string());
     inner.count(&counted);

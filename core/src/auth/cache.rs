@@ -287,6 +287,11 @@ impl TokenCell {
         }
     }
 
+    pub(crate) fn http_client(&self) -> HttpClient { self.http.clone() }
+
+    /// The cell's token-request counter, for exchanges made outside `fetch`.
+    pub(crate) fn counter(&self) -> &dyn RequestCounter { &self.counters }
+
     /// Makes `token` the current entry (obtained outside `fetch`, e.g. an authorization-code
     /// exchange) and writes it to the file store, if any.
     pub(crate) fn install(&self, token: Token) -> Result<()> {

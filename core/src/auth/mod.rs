@@ -23,7 +23,7 @@ pub mod keys;
 pub mod password;
 pub mod store;
 
-pub use authorization_code::{register_client, AuthorizationCode, AuthorizationCodeBuilder, RegisteredClient};
+pub use authorization_code::{register_client, register_public_client, AuthorizationCode, AuthorizationCodeBuilder, RegisteredClient};
 pub use backend_services::BackendServices;
 pub use cache::{AccessToken, CacheStats, TokenProvider};
 pub use client_credentials::{ClientAuthMethod, ClientCredentials};
