@@ -9,7 +9,11 @@ use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "cibmtr-fhir", version, about = "Report to CIBMTR and talk to SMART on FHIR servers without hand-rolled OAuth")]
+#[command(
+    name = "cibmtr-fhir",
+    version,
+    about = "Report to CIBMTR and talk to SMART on FHIR servers without hand-rolled OAuth"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,10 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Flow { Password, ClientCredentials }
+enum Flow {
+    Password,
+    ClientCredentials,
+}
 
 #[derive(clap::Args)]
 struct TokenArgs {
@@ -65,11 +72,17 @@ struct TokenArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = rt.block_on(async {
         match cli.command {
             Command::Demo => demo().await,
-            Command::Sandbox { port, okta_token_ttl } => serve(port, okta_token_ttl).await,
+            Command::Sandbox {
+                port,
+                okta_token_ttl,
+            } => serve(port, okta_token_ttl).await,
             Command::Token(args) => token(args).await,
         }
     });
@@ -77,34 +90,62 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(match e.kind() { cibmtr_fhir::ErrorKind::Validation | cibmtr_fhir::ErrorKind::Config => 2, _ => 1 })
+            ExitCode::from(match e.kind() {
+                cibmtr_fhir::ErrorKind::Validation | cibmtr_fhir::ErrorKind::Config => 2,
+                _ => 1,
+            })
         }
     }
 }
 
 fn secret(field: &str, file: Option<&PathBuf>, var: &str) -> Result<Secret, Error> {
     if let Some(path) = file {
-        let s = std::fs::read_to_string(path).map_err(|e| Error::Config { message: format!("cannot read {field} file {}: {e}", path.display()) })?;
+        let s = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            message: format!("cannot read {field} file {}: {e}", path.display()),
+        })?;
         return Ok(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()));
     }
-    std::env::var(var).map(Secret::new).map_err(|_| Error::Validation { field: field.into(), rule: format!("is required: set ${var} or pass --{}-file", field.replace('_', "-")) })
+    std::env::var(var)
+        .map(Secret::new)
+        .map_err(|_| Error::Validation {
+            field: field.into(),
+            rule: format!(
+                "is required: set ${var} or pass --{}-file",
+                field.replace('_', "-")
+            ),
+        })
 }
 
 async fn token(a: TokenArgs) -> Result<(), Error> {
-    let client_secret = secret("client_secret", a.client_secret_file.as_ref(), "CIBMTR_CLIENT_SECRET")?;
+    let client_secret = secret(
+        "client_secret",
+        a.client_secret_file.as_ref(),
+        "CIBMTR_CLIENT_SECRET",
+    )?;
     let store = a.store.map(TokenStore::File).unwrap_or_default();
     let token = match a.flow {
         Flow::Password => {
-            let username = a.username.ok_or_else(|| Error::Validation { field: "username".into(), rule: "is required for the password flow (--username or $CIBMTR_USERNAME)".into() })?;
+            let username = a.username.ok_or_else(|| Error::Validation {
+                field: "username".into(),
+                rule: "is required for the password flow (--username or $CIBMTR_USERNAME)".into(),
+            })?;
             let password = secret("password", a.password_file.as_ref(), "CIBMTR_PASSWORD")?;
-            let mut b = PasswordGrant::builder(a.token_url, a.client_id, client_secret, username, password).token_store(store);
-            if let Some(s) = a.scope { b = b.scope(s); }
+            let mut b =
+                PasswordGrant::builder(a.token_url, a.client_id, client_secret, username, password)
+                    .token_store(store);
+            if let Some(s) = a.scope {
+                b = b.scope(s);
+            }
             b.build()?.token().await?
         }
         Flow::ClientCredentials => {
             let method: ClientAuthMethod = a.auth_method.parse()?;
-            let mut b = ClientCredentials::builder(a.token_url, a.client_id, client_secret).auth_method(method).token_store(store);
-            if let Some(s) = a.scope { b = b.scope(s); }
+            let mut b = ClientCredentials::builder(a.token_url, a.client_id, client_secret)
+                .auth_method(method)
+                .token_store(store);
+            if let Some(s) = a.scope {
+                b = b.scope(s);
+            }
             b.build()?.token().await?
         }
     };
@@ -114,10 +155,19 @@ async fn token(a: TokenArgs) -> Result<(), Error> {
 
 async fn serve(port: u16, ttl: u64) -> Result<(), Error> {
     if port != 0 {
-        return Err(Error::Validation { field: "port".into(), rule: "only 0 (a free port on 127.0.0.1) is supported by this version".into() });
+        return Err(Error::Validation {
+            field: "port".into(),
+            rule: "only 0 (a free port on 127.0.0.1) is supported by this version".into(),
+        });
     }
-    let sb = Sandbox::start(SandboxConfig { okta_token_ttl: Duration::from_secs(ttl), ..Default::default() }).await
-        .map_err(|e| Error::Config { message: format!("cannot start the sandbox: {e}") })?;
+    let sb = Sandbox::start(SandboxConfig {
+        okta_token_ttl: Duration::from_secs(ttl),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::Config {
+        message: format!("cannot start the sandbox: {e}"),
+    })?;
     let c = &sb.credentials;
     // These are the sandbox's own throw-away test credentials; printing them is the point.
     let info = serde_json::json!({
@@ -126,33 +176,72 @@ async fn serve(port: u16, ttl: u64) -> Result<(), Error> {
                  "username": c.okta.username, "password": c.okta.password, "scope": c.okta.scope},
         "msk": {"token_url": c.msk.token_url, "client_id": c.msk.client_id, "client_secret": c.msk.client_secret, "scope": c.msk.scope},
     });
-    println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&info).unwrap_or_default()
+    );
     eprintln!("sandbox serving on {}; Ctrl-C to stop", sb.urls.base);
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
 }
 
 async fn demo() -> Result<(), Error> {
-    let sb = Sandbox::start(SandboxConfig { okta_token_ttl: Duration::from_secs(3), ..Default::default() }).await
-        .map_err(|e| Error::Config { message: format!("cannot start the sandbox: {e}") })?;
+    let sb = Sandbox::start(SandboxConfig {
+        okta_token_ttl: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::Config {
+        message: format!("cannot start the sandbox: {e}"),
+    })?;
     println!("cibmtr-fhir demo — sandbox on {}", sb.urls.base);
     let c = &sb.credentials.okta;
-    let okta = PasswordGrant::builder(&c.token_url, &c.client_id, c.client_secret.as_str(), &c.username, c.password.as_str()).scope(&c.scope).build()?;
+    let okta = PasswordGrant::builder(
+        &c.token_url,
+        &c.client_id,
+        c.client_secret.as_str(),
+        &c.username,
+        c.password.as_str(),
+    )
+    .scope(&c.scope)
+    .build()?;
 
-    println!("\n1. Okta password grant (CIBMTR): first token() asks the server, the next 10,000 are cached");
+    println!(
+        "\n1. Okta password grant (CIBMTR): first token() asks the server, the next 10,000 are cached"
+    );
     let t0 = Instant::now();
     okta.token().await?;
-    for _ in 0..10_000 { okta.token().await?; }
-    println!("   10,001 calls in {:.1} ms -> {} token request(s) at the server", t0.elapsed().as_secs_f64() * 1e3, sb.token_requests(&c.client_id));
+    for _ in 0..10_000 {
+        okta.token().await?;
+    }
+    println!(
+        "   10,001 calls in {:.1} ms -> {} token request(s) at the server",
+        t0.elapsed().as_secs_f64() * 1e3,
+        sb.token_requests(&c.client_id)
+    );
 
     println!("\n2. 500 concurrent callers after invalidate(): single flight");
     okta.invalidate();
     let before = sb.token_requests(&c.client_id);
-    let tasks: Vec<_> = (0..500).map(|_| { let a = okta.clone(); tokio::spawn(async move { a.token().await.map(|_| ()) }) }).collect();
-    for t in tasks { t.await.map_err(|e| Error::Config { message: e.to_string() })??; }
-    println!("   500 callers -> {} token request(s)", sb.token_requests(&c.client_id) - before);
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let a = okta.clone();
+            tokio::spawn(async move { a.token().await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| Error::Config {
+            message: e.to_string(),
+        })??;
+    }
+    println!(
+        "   500 callers -> {} token request(s)",
+        sb.token_requests(&c.client_id) - before
+    );
 
-    println!("\n3. 3-second tokens used continuously for 6 s: refreshed ahead of expiry, never expired");
+    println!(
+        "\n3. 3-second tokens used continuously for 6 s: refreshed ahead of expiry, never expired"
+    );
     let before = sb.token_requests(&c.client_id);
     let start = Instant::now();
     let mut calls = 0u64;
@@ -161,23 +250,48 @@ async fn demo() -> Result<(), Error> {
         calls += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("   {calls} calls -> {} token request(s) (about one per 2.5 s)", sb.token_requests(&c.client_id) - before);
+    println!(
+        "   {calls} calls -> {} token request(s) (about one per 2.5 s)",
+        sb.token_requests(&c.client_id) - before
+    );
 
     println!("\n4. Wrong password: refused once, remembered, not retried");
-    let wrong = PasswordGrant::builder(&c.token_url, &c.client_id, c.client_secret.as_str(), &c.username, "wrong").scope(&c.scope).build()?;
+    let wrong = PasswordGrant::builder(
+        &c.token_url,
+        &c.client_id,
+        c.client_secret.as_str(),
+        &c.username,
+        "wrong",
+    )
+    .scope(&c.scope)
+    .build()?;
     let before = sb.token_requests(&c.client_id);
     for _ in 0..3 {
-        if let Err(e) = wrong.token().await { println!("   {e}"); }
+        if let Err(e) = wrong.token().await {
+            println!("   {e}");
+        }
     }
-    println!("   3 attempts -> {} token request(s)", sb.token_requests(&c.client_id) - before);
+    println!(
+        "   3 attempts -> {} token request(s)",
+        sb.token_requests(&c.client_id) - before
+    );
 
     println!("\n5. MSK client credentials (secret in the form body, scope=full)");
     let m = &sb.credentials.msk;
-    let msk = ClientCredentials::builder(&m.token_url, &m.client_id, m.client_secret.as_str()).scope("full").build()?;
+    let msk = ClientCredentials::builder(&m.token_url, &m.client_id, m.client_secret.as_str())
+        .scope("full")
+        .build()?;
     let t = msk.token().await?;
-    println!("   token for scope {:?}, {:?}", t.scope().unwrap_or(""), msk);
+    println!(
+        "   token for scope {:?}, {:?}",
+        t.scope().unwrap_or(""),
+        msk
+    );
 
     let s = okta.stats();
-    println!("\nSummary (Okta flow): {} token requests, {} cache hits, {} refreshes, {} failures", s.token_requests, s.cache_hits, s.refreshes, s.failures);
+    println!(
+        "\nSummary (Okta flow): {} token requests, {} cache hits, {} refreshes, {} failures",
+        s.token_requests, s.cache_hits, s.refreshes, s.failures
+    );
     Ok(())
 }

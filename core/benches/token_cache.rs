@@ -26,19 +26,33 @@ const TOKEN_TTL: Duration = Duration::from_secs(2);
 
 fn okta(sb: &Sandbox) -> PasswordGrant {
     let c = &sb.credentials.okta;
-    PasswordGrant::builder(&c.token_url, &c.client_id, c.client_secret.as_str(), &c.username, c.password.as_str())
-        .scope(&c.scope)
-        .build()
-        .expect("valid config")
+    PasswordGrant::builder(
+        &c.token_url,
+        &c.client_id,
+        c.client_secret.as_str(),
+        &c.username,
+        c.password.as_str(),
+    )
+    .scope(&c.scope)
+    .build()
+    .expect("valid config")
 }
 
 fn multi_thread(workers: usize) -> Runtime {
-    Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("tokio runtime")
+    Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn start_sandbox(rt: &Runtime, ttl: Duration) -> Sandbox {
-    rt.block_on(Sandbox::start(SandboxConfig { okta_token_ttl: ttl, okta_rate_per_second: 1000, ..Default::default() }))
-        .expect("sandbox starts")
+    rt.block_on(Sandbox::start(SandboxConfig {
+        okta_token_ttl: ttl,
+        okta_rate_per_second: 1000,
+        ..Default::default()
+    }))
+    .expect("sandbox starts")
 }
 
 fn bench_token_cache(c: &mut Criterion, server_rt: &Runtime) {
@@ -48,10 +62,14 @@ fn bench_token_cache(c: &mut Criterion, server_rt: &Runtime) {
     let auth = okta(&sb);
     server_rt.block_on(auth.token()).expect("first token");
 
-    let bench_rt = Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let bench_rt = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut group = c.benchmark_group("token_cache");
     group.bench_function("warm_token", |b| {
-        b.to_async(&bench_rt).iter(|| async { black_box(auth.token().await.expect("warm token")) })
+        b.to_async(&bench_rt)
+            .iter(|| async { black_box(auth.token().await.expect("warm token")) })
     });
     let naive: Mutex<Option<Arc<String>>> = Mutex::new(Some(Arc::new("x".repeat(900))));
     group.bench_function("baseline_arc_clone_under_mutex", |b| {
@@ -60,7 +78,10 @@ fn bench_token_cache(c: &mut Criterion, server_rt: &Runtime) {
     group.finish();
 
     let requests = sb.token_requests(&sb.credentials.okta.client_id);
-    assert_eq!(requests, 1, "the warm benchmark must not have asked the server again");
+    assert_eq!(
+        requests, 1,
+        "the warm benchmark must not have asked the server again"
+    );
 }
 
 struct LoadResult {
@@ -99,7 +120,11 @@ fn load_run(server_rt: &Runtime, calls: u64, span: Duration) -> LoadResult {
     });
     let token_requests = sb.token_requests(&sb.credentials.okta.client_id);
     drop(rt);
-    LoadResult { calls: done.load(Ordering::Relaxed), elapsed, token_requests }
+    LoadResult {
+        calls: done.load(Ordering::Relaxed),
+        elapsed,
+        token_requests,
+    }
 }
 
 fn target_dir() -> PathBuf {
@@ -107,13 +132,19 @@ fn target_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let core = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            core.parent().map_or_else(|| core.join("target"), |ws| ws.join("target"))
+            core.parent()
+                .map_or_else(|| core.join("target"), |ws| ws.join("target"))
         })
 }
 
 /// Criterion's median estimate (ns) for `token_cache/<name>`, if it saved one this run.
 fn criterion_median_ns(name: &str) -> Option<f64> {
-    let path = target_dir().join("criterion").join("token_cache").join(name).join("new").join("estimates.json");
+    let path = target_dir()
+        .join("criterion")
+        .join("token_cache")
+        .join(name)
+        .join("new")
+        .join("estimates.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
@@ -126,7 +157,10 @@ fn report(r: &LoadResult, quick: bool, medians: (Option<f64>, Option<f64>)) {
     let reduction = naive_requests as f64 / r.token_requests.max(1) as f64;
 
     println!();
-    println!("token_requests/load{}", if quick { " (quick mode)" } else { "" });
+    println!(
+        "token_requests/load{}",
+        if quick { " (quick mode)" } else { "" }
+    );
     println!("  calls:                    {}", r.calls);
     println!("  concurrent tasks:         {TASKS}");
     println!("  elapsed:                  {secs:.3} s");
@@ -141,7 +175,10 @@ fn report(r: &LoadResult, quick: bool, medians: (Option<f64>, Option<f64>)) {
     println!("|---|---|");
     println!("| `token()` calls (64 tasks, 2 workers) | {} |", r.calls);
     println!("| elapsed | {secs:.2} s |");
-    println!("| token lifetimes elapsed ({} s tokens) | {lifetimes:.2} |", TOKEN_TTL.as_secs());
+    println!(
+        "| token lifetimes elapsed ({} s tokens) | {lifetimes:.2} |",
+        TOKEN_TTL.as_secs()
+    );
     println!("| token requests (sandbox count) | {} |", r.token_requests);
     println!("| token requests per lifetime | {per_lifetime:.2} |");
     println!("| baseline: a token request per call | {naive_requests} |");
@@ -170,8 +207,12 @@ fn report(r: &LoadResult, quick: bool, medians: (Option<f64>, Option<f64>)) {
         "warm_over_baseline": warm.zip(base).map(|(w, b)| w / b),
     });
     let path = target_dir().join("bench-token-requests.json");
-    let written = std::fs::create_dir_all(target_dir())
-        .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json") + "\n"));
+    let written = std::fs::create_dir_all(target_dir()).and_then(|_| {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&json).expect("json") + "\n",
+        )
+    });
     match written {
         Ok(()) => println!("\nwritten to {}", path.display()),
         Err(e) => eprintln!("could not write {}: {e}", path.display()),
@@ -197,8 +238,19 @@ fn main() {
     if has("--list") {
         return;
     }
-    let (calls, span) = if quick { (25_000, Duration::from_secs(2)) } else { (100_000, Duration::from_secs(8)) };
+    let (calls, span) = if quick {
+        (25_000, Duration::from_secs(2))
+    } else {
+        (100_000, Duration::from_secs(8))
+    };
     let result = load_run(&server_rt, calls, span);
-    let medians = if quick { (None, None) } else { (criterion_median_ns("warm_token"), criterion_median_ns("baseline_arc_clone_under_mutex")) };
+    let medians = if quick {
+        (None, None)
+    } else {
+        (
+            criterion_median_ns("warm_token"),
+            criterion_median_ns("baseline_arc_clone_under_mutex"),
+        )
+    };
     report(&result, quick, medians);
 }

@@ -13,7 +13,11 @@ pub enum Error {
     Validation { field: String, rule: String },
     /// The authorization server refused: an OAuth `error` code and its description.
     #[error("authorization failed: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Auth { error: String, description: Option<String>, status: Option<u16> },
+    Auth {
+        error: String,
+        description: Option<String>,
+        status: Option<u16>,
+    },
     /// Rate limited, and waiting it out would exceed the configured bound.
     #[error("rate limited{}; try again later", retry_after.map(|d| format!(", retry after {} s", d.as_secs_f64().ceil())).unwrap_or_default())]
     RateLimited { retry_after: Option<Duration> },
@@ -30,7 +34,14 @@ pub enum Error {
 
 /// The stable category of an [`Error`], shared by every language binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind { Validation, Auth, RateLimited, Http, Network, Config }
+pub enum ErrorKind {
+    Validation,
+    Auth,
+    RateLimited,
+    Http,
+    Network,
+    Config,
+}
 
 impl ErrorKind {
     /// The code used by the Node binding and in logs: `VALIDATION`, `AUTH`, ...
@@ -58,22 +69,42 @@ impl Error {
         }
     }
     pub(crate) fn validation(field: &str, rule: impl Into<String>) -> Self {
-        Error::Validation { field: field.to_owned(), rule: rule.into() }
+        Error::Validation {
+            field: field.to_owned(),
+            rule: rule.into(),
+        }
     }
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Error::Config { message: message.into() }
+        Error::Config {
+            message: message.into(),
+        }
     }
     pub(crate) fn network(err: &reqwest::Error) -> Self {
         // `without_url` keeps query strings (which may one day carry codes) out of the message.
-        let kind = if err.is_timeout() { "timed out" } else if err.is_connect() { "could not connect" } else if err.is_decode() { "could not read the response" } else { "request failed" };
+        let kind = if err.is_timeout() {
+            "timed out"
+        } else if err.is_connect() {
+            "could not connect"
+        } else if err.is_decode() {
+            "could not read the response"
+        } else {
+            "request failed"
+        };
         let mut message = kind.to_owned();
-        if let Some(u) = err.url() { message.push_str(&format!(" to {}", origin_of(u))); }
+        if let Some(u) = err.url() {
+            message.push_str(&format!(" to {}", origin_of(u)));
+        }
         Error::Network { message }
     }
 }
 
 fn origin_of(u: &url::Url) -> String {
-    format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.port().map(|p| format!(":{p}")).unwrap_or_default())
+    format!(
+        "{}://{}{}",
+        u.scheme(),
+        u.host_str().unwrap_or(""),
+        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+    )
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

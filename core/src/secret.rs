@@ -19,12 +19,28 @@ impl Secret {
 }
 
 impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str("[REDACTED]") }
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str("[REDACTED]") }
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
-impl From<&str> for Secret { fn from(s: &str) -> Self { Secret::new(s) } }
-impl From<String> for Secret { fn from(s: String) -> Self { Secret::new(s) } }
-impl PartialEq for Secret { fn eq(&self, o: &Self) -> bool { self.expose() == o.expose() } }
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret::new(s)
+    }
+}
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret::new(s)
+    }
+}
+impl PartialEq for Secret {
+    fn eq(&self, o: &Self) -> bool {
+        self.expose() == o.expose()
+    }
+}
 impl Eq for Secret {}

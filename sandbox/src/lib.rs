@@ -222,7 +222,12 @@ struct Inner {
 
 impl Inner {
     fn count(&self, client_id: &str) {
-        *self.requests.lock().unwrap().entry(client_id.to_string()).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap()
+            .entry(client_id.to_string())
+            .or_default() += 1;
         self.requests_total.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -344,9 +349,15 @@ impl Sandbox {
                 patient: "smart-1288992".to_string(),
             },
         };
-        let app_state = app_launch::AppState::with_client(&credentials.smart.client_id, &credentials.smart.client_secret, &credentials.smart.redirect_uri);
+        let app_state = app_launch::AppState::with_client(
+            &credentials.smart.client_id,
+            &credentials.smart.client_secret,
+            &credentials.smart.redirect_uri,
+        );
         let mut smart_state = smart::SmartState::default();
-        smart_state.clients.insert("sandbox-backend".to_string(), backend_jwks);
+        smart_state
+            .clients
+            .insert("sandbox-backend".to_string(), backend_jwks);
         let inner = Arc::new(Inner {
             config,
             creds: credentials.clone(),
@@ -372,7 +383,10 @@ impl Sandbox {
             .route(app_launch::REGISTER_PATH, post(app_launch::register))
             .route("/admin/stats", get(admin_stats))
             .route("/admin/revoke", post(admin_revoke))
-            .route("/admin/faults", post(admin_set_fault).delete(admin_clear_faults))
+            .route(
+                "/admin/faults",
+                post(admin_set_fault).delete(admin_clear_faults),
+            )
             .with_state(inner.clone());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -382,12 +396,23 @@ impl Sandbox {
                 })
                 .await;
         });
-        Ok(Sandbox { urls, credentials, inner, shutdown: Some(tx) })
+        Ok(Sandbox {
+            urls,
+            credentials,
+            inner,
+            shutdown: Some(tx),
+        })
     }
 
     /// Requests that reached a token route for `client_id` (faulted or not, success or failure).
     pub fn token_requests(&self, client_id: &str) -> u64 {
-        self.inner.requests.lock().unwrap().get(client_id).copied().unwrap_or(0)
+        self.inner
+            .requests
+            .lock()
+            .unwrap()
+            .get(client_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests that reached any token route.
@@ -414,7 +439,12 @@ impl Sandbox {
     /// (`{"keys":[...]}`, each key with a `kid`).
     pub fn register_backend_client(&self, client_id: &str, jwks: Value) -> Result<(), String> {
         smart::validate_jwks(&jwks)?;
-        self.inner.smart.lock().unwrap().clients.insert(client_id.to_string(), jwks);
+        self.inner
+            .smart
+            .lock()
+            .unwrap()
+            .clients
+            .insert(client_id.to_string(), jwks);
         Ok(())
     }
 
@@ -435,11 +465,19 @@ impl Drop for Sandbox {
 // ---------- helpers ----------
 
 fn json_response(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    json_response(status, json!({"error": error, "error_description": description}))
+    json_response(
+        status,
+        json!({"error": error, "error_description": description}),
+    )
 }
 
 fn invalid_client(description: &str) -> Response {
@@ -487,7 +525,10 @@ fn form(body: &Bytes) -> HashMap<String, String> {
 }
 
 fn epoch_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Applies the fault on `route`; returns a response if it replaces the answer.
@@ -516,7 +557,10 @@ async fn okta_token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: B
     let params = form(&body);
     let counted_id = match &basic {
         Some(Ok((id, _))) => id.clone(),
-        _ => params.get("client_id").cloned().unwrap_or_else(|| "unknown".to_string()),
+        _ => params
+            .get("client_id")
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_string()),
     };
     inner.count(&counted_id);
 
@@ -612,7 +656,10 @@ async fn msk_token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: By
     let params = form(&body);
     let counted_id = match &basic {
         Some(Ok((id, _))) => id.clone(),
-        _ => params.get("client_id").cloned().unwrap_or_else(|| "unknown".to_string()),
+        _ => params
+            .get("client_id")
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_string()),
     };
     inner.count(&counted_id);
 

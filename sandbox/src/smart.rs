@@ -13,7 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{Inner, Route, apply_fault, epoch_secs, form, invalid_client, json_response, oauth_error};
+use crate::{
+    Inner, Route, apply_fault, epoch_secs, form, invalid_client, json_response, oauth_error,
+};
 
 pub(crate) const TOKEN_PATH: &str = "/auth/token";
 pub(crate) const DISCOVERY_PATH: &str = "/fhir/.well-known/smart-configuration";
@@ -64,7 +66,10 @@ pub(crate) fn generate_es384() -> (String, Value, String) {
     use p384::elliptic_curve::sec1::ToEncodedPoint;
     use p384::pkcs8::{EncodePrivateKey, LineEnding};
     let key = p384::SecretKey::random(&mut rand::rngs::OsRng);
-    let pem = key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 encoding").to_string();
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("PKCS#8 encoding")
+        .to_string();
     let point = key.public_key().to_encoded_point(false);
     let x = URL_SAFE_NO_PAD.encode(point.x().expect("uncompressed"));
     let y = URL_SAFE_NO_PAD.encode(point.y().expect("uncompressed"));
@@ -75,7 +80,10 @@ pub(crate) fn generate_es384() -> (String, Value, String) {
 }
 
 pub(crate) fn validate_jwks(jwks: &Value) -> Result<(), String> {
-    let keys = jwks.get("keys").and_then(Value::as_array).ok_or("jwks must be an object with a \"keys\" array")?;
+    let keys = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("jwks must be an object with a \"keys\" array")?;
     if keys.is_empty() {
         return Err("jwks has no keys".into());
     }
@@ -107,8 +115,16 @@ pub(crate) async fn admin_register(State(inner): State<Arc<Inner>>, body: Bytes)
         Ok(v) => v,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
-    let Some(client_id) = req.get("client_id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id is required");
+    let Some(client_id) = req
+        .get("client_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id is required",
+        );
     };
     let Some(jwks) = req.get("jwks") else {
         let msg = if req.get("jwks_uri").is_some() {
@@ -121,7 +137,12 @@ pub(crate) async fn admin_register(State(inner): State<Arc<Inner>>, body: Bytes)
     if let Err(e) = validate_jwks(jwks) {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
     }
-    inner.smart.lock().unwrap().clients.insert(client_id.to_string(), jwks.clone());
+    inner
+        .smart
+        .lock()
+        .unwrap()
+        .clients
+        .insert(client_id.to_string(), jwks.clone());
     json_response(StatusCode::CREATED, json!({"client_id": client_id}))
 }
 
@@ -133,25 +154,42 @@ fn unverified_iss(jwt: &str) -> Option<String> {
     v.get("iss")?.as_str().map(str::to_string)
 }
 
-fn decoding_key(jwk: &Value, alg: jsonwebtoken::Algorithm) -> Result<jsonwebtoken::DecodingKey, &'static str> {
+fn decoding_key(
+    jwk: &Value,
+    alg: jsonwebtoken::Algorithm,
+) -> Result<jsonwebtoken::DecodingKey, &'static str> {
     use jsonwebtoken::Algorithm::*;
-    let s = |k: &str| jwk.get(k).and_then(Value::as_str).ok_or("registered key is incomplete");
+    let s = |k: &str| {
+        jwk.get(k)
+            .and_then(Value::as_str)
+            .ok_or("registered key is incomplete")
+    };
     match (jwk.get("kty").and_then(Value::as_str), alg) {
-        (Some("RSA"), RS384 | RS256) => jsonwebtoken::DecodingKey::from_rsa_components(s("n")?, s("e")?)
-            .map_err(|_| "registered RSA key is invalid"),
+        (Some("RSA"), RS384 | RS256) => {
+            jsonwebtoken::DecodingKey::from_rsa_components(s("n")?, s("e")?)
+                .map_err(|_| "registered RSA key is invalid")
+        }
         (Some("EC"), ES384) => {
             if jwk.get("crv").and_then(Value::as_str) != Some("P-384") {
                 return Err("registered EC key is not P-384");
             }
-            jsonwebtoken::DecodingKey::from_ec_components(s("x")?, s("y")?).map_err(|_| "registered EC key is invalid")
+            jsonwebtoken::DecodingKey::from_ec_components(s("x")?, s("y")?)
+                .map_err(|_| "registered EC key is invalid")
         }
         _ => Err("key type does not fit the algorithm"),
     }
 }
 
-pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn token(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = form(&body);
-    if matches!(params.get("grant_type").map(String::as_str), Some("authorization_code" | "refresh_token")) {
+    if matches!(
+        params.get("grant_type").map(String::as_str),
+        Some("authorization_code" | "refresh_token")
+    ) {
         return crate::app_launch::token(inner, headers, params).await;
     }
     let assertion = params.get("client_assertion").cloned().unwrap_or_default();
@@ -161,13 +199,25 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
         return resp;
     }
     if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
     }
     if params.get("client_assertion_type").map(String::as_str) != Some(ASSERTION_TYPE) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        );
     }
     if assertion.is_empty() {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_assertion is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_assertion is required",
+        );
     }
     let header = match jsonwebtoken::decode_header(&assertion) {
         Ok(h) => h,
@@ -191,7 +241,10 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
         let found = jwks
             .get("keys")
             .and_then(Value::as_array)
-            .and_then(|keys| keys.iter().find(|k| k.get("kid").and_then(Value::as_str) == Some(kid.as_str())))
+            .and_then(|keys| {
+                keys.iter()
+                    .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid.as_str()))
+            })
             .cloned();
         match found {
             Some(k) => k,
@@ -212,7 +265,8 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
         Err(_) => return invalid_client("client_assertion signature is invalid"),
     };
     let str_claim = |k: &str| claims.get(k).and_then(Value::as_str);
-    if str_claim("iss") != Some(client_id.as_str()) || str_claim("sub") != Some(client_id.as_str()) {
+    if str_claim("iss") != Some(client_id.as_str()) || str_claim("sub") != Some(client_id.as_str())
+    {
         return invalid_client("iss and sub must both equal the client_id");
     }
     let token_url = format!("{}{TOKEN_PATH}", inner.base);
@@ -241,8 +295,14 @@ pub(crate) async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, b
         return invalid_client("jti replayed");
     }
     let scope = params.get("scope").cloned().unwrap_or_default();
-    if scope.split_whitespace().next().is_none() || !scope.split_whitespace().all(|s| s.starts_with("system/")) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope must be one or more system/ scopes");
+    if scope.split_whitespace().next().is_none()
+        || !scope.split_whitespace().all(|s| s.starts_with("system/"))
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "scope must be one or more system/ scopes",
+        );
     }
     let ttl = inner.config.backend_token_ttl;
     let token = inner.issue(&client_id, &scope, ttl);

@@ -10,7 +10,10 @@ fn form_enc(s: &str) -> String {
 fn basic(id: &str, secret: &str) -> String {
     use base64::Engine;
     let raw = format!("{}:{}", form_enc(id), form_enc(secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 async fn okta_request(sb: &Sandbox, password: &str) -> reqwest::Response {
@@ -44,7 +47,12 @@ async fn okta_happy_path_and_protected() {
     let c = sb.credentials.okta.clone();
     let r = okta_request(&sb, &c.password).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["expires_in"], 1800);
@@ -60,7 +68,10 @@ async fn okta_happy_path_and_protected() {
 
     let r = protected(&sb, "nope").await;
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
 
     // Debug output hides secrets.
     let dbg = format!("{:?}", sb.credentials);
@@ -76,7 +87,10 @@ async fn okta_wrong_password() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "invalid_grant");
-    assert_eq!(v["error_description"], "The credentials provided were invalid.");
+    assert_eq!(
+        v["error_description"],
+        "The credentials provided were invalid."
+    );
     assert_eq!(sb.tokens_issued(), 0);
 }
 
@@ -109,7 +123,10 @@ async fn okta_secret_in_body_rejected() {
         .post(&c.token_url)
         .header(
             "Authorization",
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)),
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            ),
         )
         .form(&[
             ("grant_type", "password"),
@@ -140,7 +157,10 @@ async fn okta_unsupported_grant() {
 
 #[tokio::test]
 async fn okta_rate_limit() {
-    let cfg = SandboxConfig { okta_rate_per_second: 2, ..Default::default() };
+    let cfg = SandboxConfig {
+        okta_rate_per_second: 2,
+        ..Default::default()
+    };
     let sb = Sandbox::start(cfg).await.unwrap();
     let password = sb.credentials.okta.password.clone();
     // Retry in case the three requests straddle a second boundary.
@@ -156,7 +176,11 @@ async fn okta_rate_limit() {
             let r = last.unwrap();
             assert_eq!(r.headers()["x-rate-limit-remaining"], "0");
             assert_eq!(r.headers()["x-rate-limit-limit"], "2");
-            let reset: u64 = r.headers()["x-rate-limit-reset"].to_str().unwrap().parse().unwrap();
+            let reset: u64 = r.headers()["x-rate-limit-reset"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -164,7 +188,10 @@ async fn okta_rate_limit() {
             assert!(reset >= now && reset <= now + 2);
             let v: Value = r.json().await.unwrap();
             assert_eq!(v["errorCode"], "E0000047");
-            assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 3 * (attempt + 1));
+            assert_eq!(
+                sb.token_requests(&sb.credentials.okta.client_id),
+                3 * (attempt + 1)
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -274,7 +301,10 @@ async fn fault_once_then_normal() {
     // Delay-only fault, and clearing.
     sb.set_fault(
         Route::Protected,
-        Fault { delay: Duration::from_millis(50), ..Default::default() },
+        Fault {
+            delay: Duration::from_millis(50),
+            ..Default::default()
+        },
     );
     let t0 = std::time::Instant::now();
     assert_eq!(protected(&sb, "x").await.status(), 401);
@@ -333,7 +363,10 @@ async fn stats_and_admin_faults() {
         .unwrap();
     assert_eq!(v["token_requests_total"], 4);
     assert_eq!(v["tokens_issued"], 2);
-    assert_eq!(v["token_requests"][sb.credentials.okta.client_id.as_str()], 2);
+    assert_eq!(
+        v["token_requests"][sb.credentials.okta.client_id.as_str()],
+        2
+    );
     assert_eq!(v["token_requests"]["unknown"], 1);
 
     let r = http
@@ -349,7 +382,11 @@ async fn stats_and_admin_faults() {
     let secret = sb.credentials.msk.client_secret.clone();
     assert_eq!(msk_body(&sb, &secret, "full").await.status(), 429);
     assert_eq!(msk_body(&sb, &secret, "full").await.status(), 429);
-    let r = http.delete(format!("{}/faults", sb.urls.admin)).send().await.unwrap();
+    let r = http
+        .delete(format!("{}/faults", sb.urls.admin))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     assert_eq!(msk_body(&sb, &secret, "full").await.status(), 200);
 }

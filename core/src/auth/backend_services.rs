@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::Serialize;
 
-use super::cache::{hex, BoxFuture, CacheKey, Fetch, TokenCell, TokenProvider};
+use super::cache::{BoxFuture, CacheKey, Fetch, TokenCell, TokenProvider, hex};
 use super::keys::{KeyAlgorithm, PrivateKey};
 use super::password::required;
-use super::{exchange, normalise_scopes, RequestCounter, Token, TokenRequest, TokenStore};
+use super::{RequestCounter, Token, TokenRequest, TokenStore, exchange, normalise_scopes};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::secret::Secret;
@@ -53,25 +53,19 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn known(&self) -> Option<&(String, url::Url)> { self.given.as_ref().or_else(|| self.discovered.get()) }
+    fn known(&self) -> Option<&(String, url::Url)> {
+        self.given.as_ref().or_else(|| self.discovered.get())
+    }
 
     async fn resolve(&self, http: &HttpClient) -> Result<(String, url::Url)> {
-        if let Some(k) = self.known() { return Ok(k.clone()); }
-        let base = self.fhir_base.as_ref().ok_or_else(|| Error::validation("token_url", "token_url or fhir_base is required"))?;
-        let mut s = base.as_str().trim_end_matches('/').to_owned();
-        s.push_str("/.well-known/smart-configuration");
-        let resp = http.inner.get(&s).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(|e| Error::network(&e))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| Error::network(&e))?;
-        if !status.is_success() {
-            return Err(Error::Http { status: status.as_u16(), message: "SMART discovery (.well-known/smart-configuration) failed".into() });
+        if let Some(k) = self.known() {
+            return Ok(k.clone());
         }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| Error::Network { message: "smart-configuration is not JSON".into() })?;
-        let te = v.get("token_endpoint").and_then(|t| t.as_str())
-            .ok_or_else(|| Error::Network { message: "smart-configuration has no token_endpoint".into() })?;
-        let url = http.secure_url("token_url", te)?;
-        let found = (te.to_owned(), url);
+        let base = self
+            .fhir_base
+            .as_ref()
+            .ok_or_else(|| Error::validation("token_url", "token_url or fhir_base is required"))?;
+        let found = super::smart_configuration(http, base).await?.token_endpoint;
         let _ = self.discovered.set(found.clone());
         Ok(self.discovered.get().cloned().unwrap_or(found))
     }
@@ -98,18 +92,34 @@ struct Grant {
 
 impl Grant {
     fn assertion(&self, aud: &str) -> Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let jti = hex(&rand::thread_rng().r#gen::<[u8; 16]>());
-        let claims = Claims { iss: &self.client_id, sub: &self.client_id, aud, jti, iat: now, exp: now + ASSERTION_LIFETIME_SECS };
+        let claims = Claims {
+            iss: &self.client_id,
+            sub: &self.client_id,
+            aud,
+            jti,
+            iat: now,
+            exp: now + ASSERTION_LIFETIME_SECS,
+        };
         let mut header = jsonwebtoken::Header::new(self.algorithm.jwt());
         header.kid = Some(self.key_id.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| Error::config(format!("cannot sign the client assertion: {e}")))
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| Error::config(format!("cannot sign the client assertion: {e}")))
     }
 }
 
 impl Fetch for Grant {
-    fn fetch<'a>(&'a self, http: &'a HttpClient, _previous: Option<&'a Token>, counter: &'a dyn RequestCounter) -> BoxFuture<'a, Result<Token>> {
+    fn fetch<'a>(
+        &'a self,
+        http: &'a HttpClient,
+        _previous: Option<&'a Token>,
+        counter: &'a dyn RequestCounter,
+    ) -> BoxFuture<'a, Result<Token>> {
         Box::pin(async move {
             let (aud, url) = self.endpoint.resolve(http).await?;
             let form = vec![
@@ -118,45 +128,98 @@ impl Fetch for Grant {
                 ("client_assertion", self.assertion(&aud)?),
                 ("scope", self.scope.clone()),
             ];
-            exchange(http, TokenRequest { url: &url, form, basic: None }, counter).await
+            exchange(
+                http,
+                TokenRequest {
+                    url: &url,
+                    form,
+                    basic: None,
+                },
+                counter,
+            )
+            .await
         })
     }
 }
 
 impl BackendServices {
     /// `private_key`: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK (JSON).
-    pub fn builder(client_id: impl Into<String>, private_key: impl Into<Secret>) -> BackendServicesBuilder {
+    pub fn builder(
+        client_id: impl Into<String>,
+        private_key: impl Into<Secret>,
+    ) -> BackendServicesBuilder {
         BackendServicesBuilder {
-            client_id: client_id.into(), private_key: private_key.into(), token_url: None, fhir_base: None, key_id: None,
-            algorithm: KeyAlgorithm::RS384, scope: "system/*.read".into(), store: TokenStore::Memory, http: None,
+            client_id: client_id.into(),
+            private_key: private_key.into(),
+            token_url: None,
+            fhir_base: None,
+            key_id: None,
+            algorithm: KeyAlgorithm::RS384,
+            scope: "system/*.read".into(),
+            store: TokenStore::Memory,
+            http: None,
         }
     }
-    pub fn key_id(&self) -> &str { &self.key_id }
-    pub fn algorithm(&self) -> KeyAlgorithm { self.algorithm }
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
     /// The token endpoint, if given or already discovered.
-    pub fn token_url(&self) -> Option<&str> { self.endpoint.known().map(|(s, _)| s.as_str()) }
+    pub fn token_url(&self) -> Option<&str> {
+        self.endpoint.known().map(|(s, _)| s.as_str())
+    }
 }
 
 impl fmt::Debug for BackendServices {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackendServices").field("token_url", &self.token_url())
-            .field("fhir_base", &self.endpoint.fhir_base.as_ref().map(|u| u.as_str()))
-            .field("client_id", &self.client_id).field("key_id", &self.key_id).field("algorithm", &self.algorithm)
-            .field("scope", &self.scope).finish_non_exhaustive()
+        f.debug_struct("BackendServices")
+            .field("token_url", &self.token_url())
+            .field(
+                "fhir_base",
+                &self.endpoint.fhir_base.as_ref().map(|u| u.as_str()),
+            )
+            .field("client_id", &self.client_id)
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
 impl BackendServicesBuilder {
     /// The token endpoint (used verbatim as the assertion's `aud`).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self { self.token_url = Some(url.into()); self }
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.token_url = Some(url.into());
+        self
+    }
     /// The FHIR base; the token endpoint is discovered from its `.well-known/smart-configuration`.
-    pub fn fhir_base(mut self, url: impl Into<String>) -> Self { self.fhir_base = Some(url.into()); self }
+    pub fn fhir_base(mut self, url: impl Into<String>) -> Self {
+        self.fhir_base = Some(url.into());
+        self
+    }
     /// `kid` of the assertion header (default: the RFC 7638 thumbprint of the public key).
-    pub fn key_id(mut self, kid: impl Into<String>) -> Self { self.key_id = Some(kid.into()); self }
-    pub fn algorithm(mut self, alg: KeyAlgorithm) -> Self { self.algorithm = alg; self }
-    pub fn scope(mut self, scope: impl Into<String>) -> Self { self.scope = scope.into(); self }
-    pub fn token_store(mut self, store: TokenStore) -> Self { self.store = store; self }
-    pub fn http(mut self, http: HttpClient) -> Self { self.http = Some(http); self }
+    pub fn key_id(mut self, kid: impl Into<String>) -> Self {
+        self.key_id = Some(kid.into());
+        self
+    }
+    pub fn algorithm(mut self, alg: KeyAlgorithm) -> Self {
+        self.algorithm = alg;
+        self
+    }
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+    pub fn token_store(mut self, store: TokenStore) -> Self {
+        self.store = store;
+        self
+    }
+    pub fn http(mut self, http: HttpClient) -> Self {
+        self.http = Some(http);
+        self
+    }
 
     pub fn build(self) -> Result<BackendServices> {
         let http = self.http.unwrap_or_else(HttpClient::shared);
@@ -165,9 +228,15 @@ impl BackendServicesBuilder {
         required("scope", &self.scope)?;
         let key = PrivateKey::parse(self.private_key.expose())?;
         key.check_alg(self.algorithm)?;
-        let key_id = match self.key_id.filter(|k| !k.trim().is_empty()) { Some(k) => k, None => key.thumbprint() };
+        let key_id = match self.key_id.filter(|k| !k.trim().is_empty()) {
+            Some(k) => k,
+            None => key.thumbprint(),
+        };
         let given = match self.token_url.filter(|u| !u.trim().is_empty()) {
-            Some(u) => { let parsed = http.secure_url("token_url", &u)?; Some((u, parsed)) }
+            Some(u) => {
+                let parsed = http.secure_url("token_url", &u)?;
+                Some((u, parsed))
+            }
             None => None,
         };
         let fhir_base = match self.fhir_base.filter(|u| !u.trim().is_empty()) {
@@ -177,9 +246,18 @@ impl BackendServicesBuilder {
         let cache_url = match (&given, &fhir_base) {
             (Some((s, _)), _) => s.clone(),
             (None, Some(b)) => format!("discover:{b}"),
-            (None, None) => return Err(Error::validation("token_url", "token_url or fhir_base is required")),
+            (None, None) => {
+                return Err(Error::validation(
+                    "token_url",
+                    "token_url or fhir_base is required",
+                ));
+            }
         };
-        let endpoint = Arc::new(Endpoint { given, fhir_base, discovered: OnceLock::new() });
+        let endpoint = Arc::new(Endpoint {
+            given,
+            fhir_base,
+            discovered: OnceLock::new(),
+        });
         let key_cache = CacheKey {
             flow: "backend_services",
             token_url: cache_url,
@@ -189,16 +267,29 @@ impl BackendServicesBuilder {
             secret_material: self.private_key.clone(),
         };
         let grant = Grant {
-            endpoint: endpoint.clone(), client_id: self.client_id.clone(), key: key.encoding_key()?, key_id: key_id.clone(),
-            algorithm: self.algorithm, scope: self.scope.clone(),
+            endpoint: endpoint.clone(),
+            client_id: self.client_id.clone(),
+            key: key.encoding_key()?,
+            key_id: key_id.clone(),
+            algorithm: self.algorithm,
+            scope: self.scope.clone(),
         };
         let cell = TokenCell::shared(key_cache, &self.store, http, Box::new(grant))?;
-        Ok(BackendServices { provider: TokenProvider(cell), endpoint, client_id: self.client_id, key_id, algorithm: self.algorithm, scope: self.scope })
+        Ok(BackendServices {
+            provider: TokenProvider(cell),
+            endpoint,
+            client_id: self.client_id,
+            key_id,
+            algorithm: self.algorithm,
+            scope: self.scope,
+        })
     }
 }
 
 impl std::ops::Deref for BackendServices {
     type Target = TokenProvider;
     /// `token()`, `invalidate_token()`, `invalidate()` and `stats()` come from the provider.
-    fn deref(&self) -> &TokenProvider { &self.provider }
+    fn deref(&self) -> &TokenProvider {
+        &self.provider
+    }
 }

@@ -35,7 +35,12 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a flow obtains a token. `previous` is the current token, if any (refresh-token flows use it).
 pub(crate) trait Fetch: Send + Sync {
-    fn fetch<'a>(&'a self, http: &'a HttpClient, previous: Option<&'a Token>, counter: &'a dyn RequestCounter) -> BoxFuture<'a, Result<Token>>;
+    fn fetch<'a>(
+        &'a self,
+        http: &'a HttpClient,
+        previous: Option<&'a Token>,
+        counter: &'a dyn RequestCounter,
+    ) -> BoxFuture<'a, Result<Token>>;
 }
 
 /// What identifies a cache entry: the non-secret parts in clear, the secret parts only as a keyed
@@ -52,7 +57,10 @@ pub(crate) struct CacheKey {
 
 impl CacheKey {
     fn descriptor(&self) -> String {
-        format!("{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}", self.flow, self.token_url, self.client_id, self.user, self.scopes)
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            self.flow, self.token_url, self.client_id, self.user, self.scopes
+        )
     }
     /// HMAC-SHA256 of descriptor and secrets under `key`, hex.
     pub(crate) fn fingerprint(&self, key: &[u8]) -> String {
@@ -69,7 +77,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 static PROCESS_KEY: LazyLock<[u8; 32]> = LazyLock::new(rand::random);
-static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<TokenCell>>>> = LazyLock::new(Default::default);
+static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<TokenCell>>>> =
+    LazyLock::new(Default::default);
 
 /// Counters of one cache cell, for tests, benchmarks and dashboards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,9 +94,16 @@ pub struct CacheStats {
 }
 
 #[derive(Default)]
-struct Counters { token_requests: AtomicU64, cache_hits: AtomicU64, refreshes: AtomicU64, failures: AtomicU64 }
+struct Counters {
+    token_requests: AtomicU64,
+    cache_hits: AtomicU64,
+    refreshes: AtomicU64,
+    failures: AtomicU64,
+}
 impl RequestCounter for Counters {
-    fn sent(&self) { self.token_requests.fetch_add(1, Relaxed); }
+    fn sent(&self) {
+        self.token_requests.fetch_add(1, Relaxed);
+    }
 }
 
 struct Entry {
@@ -102,8 +118,14 @@ impl Entry {
         let advisory = (life / 6).min(Duration::from_secs(300));
         let mandatory = (life / 10).min(Duration::from_secs(60));
         Entry {
-            advisory_at: token.expires_at.checked_sub(advisory).unwrap_or(token.issued_at),
-            mandatory_at: token.expires_at.checked_sub(mandatory).unwrap_or(token.issued_at),
+            advisory_at: token
+                .expires_at
+                .checked_sub(advisory)
+                .unwrap_or(token.issued_at),
+            mandatory_at: token
+                .expires_at
+                .checked_sub(mandatory)
+                .unwrap_or(token.issued_at),
             token,
         }
     }
@@ -115,16 +137,27 @@ pub struct AccessToken(Arc<Entry>);
 
 impl AccessToken {
     /// The bearer value. Use it only to build the `Authorization` header.
-    pub fn secret(&self) -> &str { self.0.token.access_token.expose() }
-    pub fn expires_at(&self) -> SystemTime { self.0.token.expires_at }
+    pub fn secret(&self) -> &str {
+        self.0.token.access_token.expose()
+    }
+    pub fn expires_at(&self) -> SystemTime {
+        self.0.token.expires_at
+    }
     /// Scopes the server granted, if it said.
-    pub fn scope(&self) -> Option<&str> { self.0.token.scope.as_deref() }
-    pub fn token(&self) -> &Token { &self.0.token }
+    pub fn scope(&self) -> Option<&str> {
+        self.0.token.scope.as_deref()
+    }
+    pub fn token(&self) -> &Token {
+        &self.0.token
+    }
 }
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken").field("token", &"[REDACTED]").field("expires_at", &self.0.token.expires_at).finish()
+        f.debug_struct("AccessToken")
+            .field("token", &"[REDACTED]")
+            .field("expires_at", &self.0.token.expires_at)
+            .finish()
     }
 }
 
@@ -144,8 +177,16 @@ pub(crate) struct TokenCell {
 
 impl TokenCell {
     /// The cell for `key` (and store), created on first use.
-    pub(crate) fn shared(key: CacheKey, store: &TokenStore, http: HttpClient, fetcher: Box<dyn Fetch>) -> Result<Arc<TokenCell>> {
-        let store_id = match store { TokenStore::Memory => String::new(), TokenStore::File(p) => p.display().to_string() };
+    pub(crate) fn shared(
+        key: CacheKey,
+        store: &TokenStore,
+        http: HttpClient,
+        fetcher: Box<dyn Fetch>,
+    ) -> Result<Arc<TokenCell>> {
+        let store_id = match store {
+            TokenStore::Memory => String::new(),
+            TokenStore::File(p) => p.display().to_string(),
+        };
         let id = format!("{}\u{1f}{store_id}", key.fingerprint(&*PROCESS_KEY));
         let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cell) = reg.get(&id).and_then(Weak::upgrade) {
@@ -182,14 +223,19 @@ impl TokenCell {
                 // Advisory window: one caller refreshes; everyone else keeps the valid token.
                 if let Ok(_guard) = self.refresh_lock.try_lock() {
                     let latest = self.current.load_full();
-                    if let Some(l) = latest.as_ref().filter(|l| !Arc::ptr_eq(l, &entry) && SystemTime::now() < l.advisory_at) {
+                    if let Some(l) = latest
+                        .as_ref()
+                        .filter(|l| !Arc::ptr_eq(l, &entry) && SystemTime::now() < l.advisory_at)
+                    {
                         self.counters.cache_hits.fetch_add(1, Relaxed);
                         return Ok(AccessToken(l.clone()));
                     }
                     if self.fatal_error().is_none() {
                         match self.renew(Some(&entry), true).await {
                             Ok(fresh) => return Ok(fresh),
-                            Err(e) => tracing::warn!(error = %e, "early token refresh failed; still serving the valid token"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "early token refresh failed; still serving the valid token")
+                            }
                         }
                     }
                 }
@@ -199,7 +245,10 @@ impl TokenCell {
         }
         let _guard = self.refresh_lock.lock().await;
         let previous = self.current.load_full();
-        if let Some(entry) = previous.as_ref().filter(|e| SystemTime::now() < e.mandatory_at) {
+        if let Some(entry) = previous
+            .as_ref()
+            .filter(|e| SystemTime::now() < e.mandatory_at)
+        {
             self.counters.cache_hits.fetch_add(1, Relaxed);
             return Ok(AccessToken(entry.clone()));
         }
@@ -227,10 +276,15 @@ impl TokenCell {
             }
             Err(e) => {
                 self.counters.failures.fetch_add(1, Relaxed);
-                if let Error::Auth { error, .. } = &e {
-                    if matches!(error.as_str(), "invalid_grant" | "invalid_client" | "unauthorized_client") {
-                        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
-                    }
+                // A definitive refusal is remembered so a locked-out account is not hammered.
+                if let Error::Auth { error, .. } = &e
+                    && matches!(
+                        error.as_str(),
+                        "invalid_grant" | "invalid_client" | "unauthorized_client"
+                    )
+                {
+                    *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), e.clone()));
                 }
                 Err(e)
             }
@@ -238,26 +292,48 @@ impl TokenCell {
     }
 
     async fn fetch(&self, previous: Option<&Entry>) -> Result<Entry> {
-        let token = self.fetcher.fetch(&self.http, previous.map(|e| &e.token), &self.counters).await?;
+        let token = self
+            .fetcher
+            .fetch(&self.http, previous.map(|e| &e.token), &self.counters)
+            .await?;
         Ok(Entry::new(token))
     }
 
-    async fn renew_via_store(&self, store: &Arc<FileStore>, key: &CacheKey, previous: Option<&Entry>, advisory: bool) -> Result<Entry> {
+    async fn renew_via_store(
+        &self,
+        store: &Arc<FileStore>,
+        key: &CacheKey,
+        previous: Option<&Entry>,
+        advisory: bool,
+    ) -> Result<Entry> {
         let lock = if advisory {
             // Never wait for another process during an early refresh: the current token is valid.
-            match store.try_lock()? { Some(l) => l, None => return Err(Error::config("token store busy; early refresh skipped")) }
+            match store.try_lock()? {
+                Some(l) => l,
+                None => return Err(Error::config("token store busy; early refresh skipped")),
+            }
         } else {
             let s = store.clone();
-            tokio::task::spawn_blocking(move || s.lock()).await.map_err(|_| Error::config("token store lock task failed"))??
+            tokio::task::spawn_blocking(move || s.lock())
+                .await
+                .map_err(|_| Error::config("token store lock task failed"))??
         };
         let mut file = store.read()?;
         let id = key.fingerprint(&file.salt);
-        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(stored) = file.entries.get(&id) {
             let is_revoked = revoked.as_ref() == Some(&stored.access_token);
             let is_ours = previous.is_some_and(|p| p.token.access_token == stored.access_token);
             let candidate = Entry::new(stored.clone());
-            let usable = if advisory { SystemTime::now() < candidate.advisory_at } else { SystemTime::now() < candidate.mandatory_at };
+            let usable = if advisory {
+                SystemTime::now() < candidate.advisory_at
+            } else {
+                SystemTime::now() < candidate.mandatory_at
+            };
             if !is_revoked && !is_ours && usable {
                 drop(lock);
                 return Ok(candidate);
@@ -272,7 +348,8 @@ impl TokenCell {
         };
         let entry = self.fetch(prev).await?;
         file.entries.insert(id, entry.token.clone());
-        file.entries.retain(|_, t| t.expires_at > SystemTime::now() || t.refresh_token.is_some());
+        file.entries
+            .retain(|_, t| t.expires_at > SystemTime::now() || t.refresh_token.is_some());
         store.write(&file)?;
         drop(lock);
         Ok(entry)
@@ -282,15 +359,22 @@ impl TokenCell {
         let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
         match &*f {
             Some((at, e)) if at.elapsed() < FATAL_BACKOFF => Some(e.clone()),
-            Some(_) => { *f = None; None }
+            Some(_) => {
+                *f = None;
+                None
+            }
             None => None,
         }
     }
 
-    pub(crate) fn http_client(&self) -> HttpClient { self.http.clone() }
+    pub(crate) fn http_client(&self) -> HttpClient {
+        self.http.clone()
+    }
 
     /// The cell's token-request counter, for exchanges made outside `fetch`.
-    pub(crate) fn counter(&self) -> &dyn RequestCounter { &self.counters }
+    pub(crate) fn counter(&self) -> &dyn RequestCounter {
+        &self.counters
+    }
 
     /// Makes `token` the current entry (obtained outside `fetch`, e.g. an authorization-code
     /// exchange) and writes it to the file store, if any.
@@ -318,7 +402,9 @@ impl TokenCell {
                 if swapped.as_ref().is_some_and(|s| Arc::ptr_eq(s, e)) {
                     *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(secret);
                     true
-                } else { false }
+                } else {
+                    false
+                }
             }
             _ => false,
         }
@@ -327,7 +413,8 @@ impl TokenCell {
     /// Drops the current token, whatever it is.
     pub(crate) fn invalidate(&self) {
         if let Some(e) = self.current.swap(None) {
-            *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.token.access_token.clone());
+            *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(e.token.access_token.clone());
         }
         *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
@@ -350,17 +437,27 @@ pub struct TokenProvider(pub(crate) Arc<TokenCell>);
 
 impl TokenProvider {
     /// A valid access token, from the cache when possible.
-    pub async fn token(&self) -> Result<AccessToken> { self.0.token().await }
+    pub async fn token(&self) -> Result<AccessToken> {
+        self.0.token().await
+    }
     /// Drops `token` if it is still the current one (call after a 401); returns whether it did.
-    pub fn invalidate_token(&self, token: &str) -> bool { self.0.invalidate_token(token) }
+    pub fn invalidate_token(&self, token: &str) -> bool {
+        self.0.invalidate_token(token)
+    }
     /// Drops the current token; the next `token()` obtains a new one.
-    pub fn invalidate(&self) { self.0.invalidate() }
+    pub fn invalidate(&self) {
+        self.0.invalidate()
+    }
     /// Token requests, cache hits, refreshes and failures so far.
-    pub fn stats(&self) -> CacheStats { self.0.stats() }
+    pub fn stats(&self) -> CacheStats {
+        self.0.stats()
+    }
 }
 
 impl fmt::Debug for TokenProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenProvider").field("stats", &self.stats()).finish()
+        f.debug_struct("TokenProvider")
+            .field("stats", &self.stats())
+            .finish()
     }
 }

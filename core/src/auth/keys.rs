@@ -3,10 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::traits::PublicKeyParts;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -23,9 +23,15 @@ pub enum KeyAlgorithm {
 
 impl KeyAlgorithm {
     pub fn as_str(self) -> &'static str {
-        match self { KeyAlgorithm::RS384 => "RS384", KeyAlgorithm::ES384 => "ES384", KeyAlgorithm::RS256 => "RS256" }
+        match self {
+            KeyAlgorithm::RS384 => "RS384",
+            KeyAlgorithm::ES384 => "ES384",
+            KeyAlgorithm::RS256 => "RS256",
+        }
     }
-    fn is_rsa(self) -> bool { !matches!(self, KeyAlgorithm::ES384) }
+    fn is_rsa(self) -> bool {
+        !matches!(self, KeyAlgorithm::ES384)
+    }
     pub(crate) fn jwt(self) -> jsonwebtoken::Algorithm {
         match self {
             KeyAlgorithm::RS384 => jsonwebtoken::Algorithm::RS384,
@@ -36,7 +42,9 @@ impl KeyAlgorithm {
 }
 
 impl fmt::Display for KeyAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl FromStr for KeyAlgorithm {
@@ -46,7 +54,10 @@ impl FromStr for KeyAlgorithm {
             "RS384" => Ok(KeyAlgorithm::RS384),
             "ES384" => Ok(KeyAlgorithm::ES384),
             "RS256" => Ok(KeyAlgorithm::RS256),
-            _ => Err(Error::validation("algorithm", "must be \"RS384\", \"ES384\" or \"RS256\"")),
+            _ => Err(Error::validation(
+                "algorithm",
+                "must be \"RS384\", \"ES384\" or \"RS256\"",
+            )),
         }
     }
 }
@@ -62,8 +73,12 @@ pub struct GeneratedKey {
 
 impl fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeneratedKey").field("private_pem", &"[REDACTED]").field("key_id", &self.key_id)
-            .field("algorithm", &self.algorithm).field("jwks", &self.jwks).finish()
+        f.debug_struct("GeneratedKey")
+            .field("private_pem", &"[REDACTED]")
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .field("jwks", &self.jwks)
+            .finish()
     }
 }
 
@@ -73,13 +88,22 @@ pub(crate) enum PrivateKey {
     Ec(p384::SecretKey),
 }
 
-fn bad_key(rule: &str) -> Error { Error::validation("private_key", rule) }
+fn bad_key(rule: &str) -> Error {
+    Error::validation("private_key", rule)
+}
 
-fn b64(bytes: &[u8]) -> String { URL_SAFE_NO_PAD.encode(bytes) }
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
 
 fn jwk_field(v: &Value, name: &str) -> Result<Vec<u8>> {
-    let s = v.get(name).and_then(Value::as_str).ok_or_else(|| bad_key("JWK is missing a required member"))?;
-    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| bad_key("JWK member is not base64url"))
+    let s = v
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_key("JWK is missing a required member"))?;
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| bad_key("JWK member is not base64url"))
 }
 
 impl PrivateKey {
@@ -89,7 +113,8 @@ impl PrivateKey {
         use rsa::pkcs1::DecodeRsaPrivateKey as _;
         let t = input.trim();
         if t.starts_with('{') {
-            let v: Value = serde_json::from_str(t).map_err(|_| bad_key("is neither PEM nor a JSON Web Key"))?;
+            let v: Value = serde_json::from_str(t)
+                .map_err(|_| bad_key("is neither PEM nor a JSON Web Key"))?;
             return match v.get("kty").and_then(Value::as_str) {
                 Some("RSA") => {
                     let n = rsa::BigUint::from_bytes_be(&jwk_field(&v, "n")?);
@@ -100,49 +125,79 @@ impl PrivateKey {
                         primes.push(rsa::BigUint::from_bytes_be(&jwk_field(&v, "p")?));
                         primes.push(rsa::BigUint::from_bytes_be(&jwk_field(&v, "q")?));
                     }
-                    let mut k = rsa::RsaPrivateKey::from_components(n, e, d, primes).map_err(|_| bad_key("is not a valid RSA JWK"))?;
-                    k.precompute().map_err(|_| bad_key("is not a valid RSA JWK"))?;
+                    let mut k = rsa::RsaPrivateKey::from_components(n, e, d, primes)
+                        .map_err(|_| bad_key("is not a valid RSA JWK"))?;
+                    k.precompute()
+                        .map_err(|_| bad_key("is not a valid RSA JWK"))?;
                     Ok(PrivateKey::Rsa(Box::new(k)))
                 }
                 Some("EC") => {
-                    if v.get("crv").and_then(Value::as_str) != Some("P-384") { return Err(bad_key("EC JWK must use crv P-384")); }
+                    if v.get("crv").and_then(Value::as_str) != Some("P-384") {
+                        return Err(bad_key("EC JWK must use crv P-384"));
+                    }
                     let d = jwk_field(&v, "d")?;
-                    p384::SecretKey::from_slice(&d).map(PrivateKey::Ec).map_err(|_| bad_key("is not a valid EC JWK"))
+                    p384::SecretKey::from_slice(&d)
+                        .map(PrivateKey::Ec)
+                        .map_err(|_| bad_key("is not a valid EC JWK"))
                 }
                 _ => Err(bad_key("JWK kty must be RSA or EC")),
             };
         }
         if t.contains("-----BEGIN RSA PRIVATE KEY-----") {
-            return rsa::RsaPrivateKey::from_pkcs1_pem(t).map(|k| PrivateKey::Rsa(Box::new(k))).map_err(|_| bad_key("is not a valid PKCS#1 RSA key"));
+            return rsa::RsaPrivateKey::from_pkcs1_pem(t)
+                .map(|k| PrivateKey::Rsa(Box::new(k)))
+                .map_err(|_| bad_key("is not a valid PKCS#1 RSA key"));
         }
         if t.contains("-----BEGIN EC PRIVATE KEY-----") {
-            return p384::SecretKey::from_sec1_pem(t).map(PrivateKey::Ec).map_err(|_| bad_key("is not a valid SEC1 P-384 key"));
+            return p384::SecretKey::from_sec1_pem(t)
+                .map(PrivateKey::Ec)
+                .map_err(|_| bad_key("is not a valid SEC1 P-384 key"));
         }
         if t.contains("-----BEGIN PRIVATE KEY-----") {
-            if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(t) { return Ok(PrivateKey::Rsa(Box::new(k))); }
-            if let Ok(k) = p384::SecretKey::from_pkcs8_pem(t) { return Ok(PrivateKey::Ec(k)); }
+            if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(t) {
+                return Ok(PrivateKey::Rsa(Box::new(k)));
+            }
+            if let Ok(k) = p384::SecretKey::from_pkcs8_pem(t) {
+                return Ok(PrivateKey::Ec(k));
+            }
             return Err(bad_key("PKCS#8 key is neither RSA nor EC P-384"));
         }
-        Err(bad_key("must be a PEM private key (PKCS#8, PKCS#1, SEC1) or a private JWK"))
+        Err(bad_key(
+            "must be a PEM private key (PKCS#8, PKCS#1, SEC1) or a private JWK",
+        ))
     }
 
     pub(crate) fn check_alg(&self, alg: KeyAlgorithm) -> Result<()> {
         match (self, alg.is_rsa()) {
             (PrivateKey::Rsa(_), true) | (PrivateKey::Ec(_), false) => Ok(()),
-            (PrivateKey::Rsa(_), false) => Err(Error::validation("algorithm", "ES384 needs an EC P-384 key, but the key is RSA")),
-            (PrivateKey::Ec(_), true) => Err(Error::validation("algorithm", format!("{alg} needs an RSA key, but the key is EC P-384"))),
+            (PrivateKey::Rsa(_), false) => Err(Error::validation(
+                "algorithm",
+                "ES384 needs an EC P-384 key, but the key is RSA",
+            )),
+            (PrivateKey::Ec(_), true) => Err(Error::validation(
+                "algorithm",
+                format!("{alg} needs an RSA key, but the key is EC P-384"),
+            )),
         }
     }
 
     /// The public JWK's required members (RFC 7638), unordered.
     fn public_members(&self) -> Vec<(&'static str, String)> {
         match self {
-            PrivateKey::Rsa(k) => vec![("e", b64(&k.e().to_bytes_be())), ("kty", "RSA".into()), ("n", b64(&k.n().to_bytes_be()))],
+            PrivateKey::Rsa(k) => vec![
+                ("e", b64(&k.e().to_bytes_be())),
+                ("kty", "RSA".into()),
+                ("n", b64(&k.n().to_bytes_be())),
+            ],
             PrivateKey::Ec(k) => {
                 use p384::elliptic_curve::sec1::ToEncodedPoint as _;
                 let p = k.public_key().to_encoded_point(false);
-                vec![("crv", "P-384".into()), ("kty", "EC".into()),
-                     ("x", b64(p.x().expect("uncompressed point"))), ("y", b64(p.y().expect("uncompressed point")))]
+                vec![
+                    ("crv", "P-384".into()),
+                    ("kty", "EC".into()),
+                    ("x", b64(p.x().expect("uncompressed point"))),
+                    ("y", b64(p.y().expect("uncompressed point"))),
+                ]
             }
         }
     }
@@ -170,7 +225,9 @@ impl PrivateKey {
 
     fn jwks(&self, alg: KeyAlgorithm, kid: &str) -> Value {
         let mut jwk = serde_json::Map::new();
-        for (k, v) in self.public_members() { jwk.insert(k.into(), Value::String(v)); }
+        for (k, v) in self.public_members() {
+            jwk.insert(k.into(), Value::String(v));
+        }
         jwk.insert("kid".into(), json!(kid));
         jwk.insert("alg".into(), json!(alg.as_str()));
         jwk.insert("use".into(), json!("sig"));
@@ -179,7 +236,10 @@ impl PrivateKey {
 }
 
 fn thumbprint_of(sorted: &[(&str, String)]) -> String {
-    let body: Vec<String> = sorted.iter().map(|(k, v)| format!("{}:{}", Value::from(*k), Value::from(v.as_str()))).collect();
+    let body: Vec<String> = sorted
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(*k), Value::from(v.as_str())))
+        .collect();
     let canonical = format!("{{{}}}", body.join(","));
     b64(&Sha256::digest(canonical.as_bytes()))
 }
@@ -193,7 +253,10 @@ pub fn jwk_thumbprint(jwk: &Value) -> Result<String> {
     };
     let mut members = Vec::new();
     for n in names {
-        let v = jwk.get(*n).and_then(Value::as_str).ok_or_else(|| Error::validation("jwk", format!("missing member {n}")))?;
+        let v = jwk
+            .get(*n)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::validation("jwk", format!("missing member {n}")))?;
         members.push((*n, v.to_owned()));
     }
     Ok(thumbprint_of(&members))
@@ -212,15 +275,24 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<GeneratedKey> {
     use p384::pkcs8::{EncodePrivateKey as _, LineEnding};
     let mut rng = rand::rngs::OsRng;
     let (key, pem) = if alg.is_rsa() {
-        let k = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| Error::config(format!("RSA key generation failed: {e}")))?;
-        let pem = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&k, LineEnding::LF).map_err(|_| Error::config("cannot encode the RSA key"))?;
+        let k = rsa::RsaPrivateKey::new(&mut rng, 2048)
+            .map_err(|e| Error::config(format!("RSA key generation failed: {e}")))?;
+        let pem = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&k, LineEnding::LF)
+            .map_err(|_| Error::config("cannot encode the RSA key"))?;
         (PrivateKey::Rsa(Box::new(k)), pem.to_string())
     } else {
         let k = p384::SecretKey::random(&mut rng);
-        let pem = k.to_pkcs8_pem(LineEnding::LF).map_err(|_| Error::config("cannot encode the EC key"))?;
+        let pem = k
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| Error::config("cannot encode the EC key"))?;
         (PrivateKey::Ec(k), pem.to_string())
     };
     let key_id = key.thumbprint();
     let jwks = key.jwks(alg, &key_id);
-    Ok(GeneratedKey { private_pem: Secret::new(pem), key_id, algorithm: alg, jwks })
+    Ok(GeneratedKey {
+        private_pem: Secret::new(pem),
+        key_id,
+        algorithm: alg,
+        jwks,
+    })
 }

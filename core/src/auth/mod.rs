@@ -23,11 +23,14 @@ pub mod keys;
 pub mod password;
 pub mod store;
 
-pub use authorization_code::{register_client, register_public_client, AuthorizationCode, AuthorizationCodeBuilder, RegisteredClient};
+pub use authorization_code::{
+    AuthorizationCode, AuthorizationCodeBuilder, RegisteredClient, register_client,
+    register_public_client,
+};
 pub use backend_services::BackendServices;
 pub use cache::{AccessToken, CacheStats, TokenProvider};
 pub use client_credentials::{ClientAuthMethod, ClientCredentials};
-pub use keys::{generate_key, jwk_thumbprint, public_jwks, GeneratedKey, KeyAlgorithm};
+pub use keys::{GeneratedKey, KeyAlgorithm, generate_key, jwk_thumbprint, public_jwks};
 pub use password::PasswordGrant;
 pub use store::TokenStore;
 
@@ -64,12 +67,16 @@ impl fmt::Debug for Token {
 
 impl Token {
     pub fn lifetime(&self) -> Duration {
-        self.expires_at.duration_since(self.issued_at).unwrap_or_default()
+        self.expires_at
+            .duration_since(self.issued_at)
+            .unwrap_or_default()
     }
 }
 
 impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> { s.serialize_str(self.expose()) }
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
 }
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -79,10 +86,15 @@ impl<'de> Deserialize<'de> for Secret {
 
 mod epoch_ms {
     use super::*;
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &SystemTime,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_u64(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64)
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<SystemTime, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<SystemTime, D::Error> {
         Ok(UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
     }
 }
@@ -120,12 +132,18 @@ pub(crate) trait RequestCounter: Send + Sync {
 
 /// Sends one token request, waiting out rate limits (within the configured bound) and retrying
 /// 5xx answers and network errors a few times with jittered backoff. OAuth errors are final.
-pub(crate) async fn exchange(http: &HttpClient, req: TokenRequest<'_>, counter: &dyn RequestCounter) -> Result<Token> {
+pub(crate) async fn exchange(
+    http: &HttpClient,
+    req: TokenRequest<'_>,
+    counter: &dyn RequestCounter,
+) -> Result<Token> {
     let cfg = http.config();
     let mut attempt = 0u32;
     let mut waited = Duration::ZERO;
     loop {
-        let mut rb = http.inner.post(req.url.clone())
+        let mut rb = http
+            .inner
+            .post(req.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&req.form);
         if let Some((id, secret)) = req.basic {
@@ -147,15 +165,23 @@ pub(crate) async fn exchange(http: &HttpClient, req: TokenRequest<'_>, counter: 
                 if status.as_u16() == 429 {
                     let wait = rate_limit_wait(&headers).unwrap_or(Duration::from_secs(1));
                     if waited + wait > cfg.max_rate_limit_wait {
-                        return Err(Error::RateLimited { retry_after: Some(wait) });
+                        return Err(Error::RateLimited {
+                            retry_after: Some(wait),
+                        });
                     }
-                    tracing::warn!(wait_ms = wait.as_millis() as u64, "token endpoint rate limited; waiting");
+                    tracing::warn!(
+                        wait_ms = wait.as_millis() as u64,
+                        "token endpoint rate limited; waiting"
+                    );
                     tokio::time::sleep(wait).await;
                     waited += wait;
                     continue;
                 }
                 if status.is_server_error() {
-                    Error::Http { status: status.as_u16(), message: short_message(&body) }
+                    Error::Http {
+                        status: status.as_u16(),
+                        message: short_message(&body),
+                    }
                 } else {
                     return Err(oauth_error(status.as_u16(), &body));
                 }
@@ -179,7 +205,10 @@ fn form_encode(s: &str) -> String {
 /// `Retry-After` (seconds or HTTP date) or Okta's `X-Rate-Limit-Reset` (epoch seconds).
 pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let now = SystemTime::now();
-    if let Some(v) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Ok(secs) = v.trim().parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
@@ -187,20 +216,37 @@ pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Du
             return Some(at.duration_since(now).unwrap_or_default());
         }
     }
-    let reset = headers.get("x-rate-limit-reset")?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    let reset = headers
+        .get("x-rate-limit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
     let at = UNIX_EPOCH + Duration::from_secs(reset);
     // The reset is whole seconds; a little slack avoids arriving a hair early.
     Some(at.duration_since(now).unwrap_or_default() + Duration::from_millis(50))
 }
 
 pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
-    let raw: RawTokenResponse = serde_json::from_slice(body)
-        .map_err(|_| Error::Network { message: "token endpoint answered with a body that is not a JSON token response".into() })?;
-    let mut extra: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).unwrap_or_default();
-    for k in ["access_token", "refresh_token", "expires_in", "token_type"] { extra.remove(k); }
-    let access = raw.access_token.filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::Network { message: "token response has no access_token".into() })?;
-    let expires_in = raw.expires_in.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+    let raw: RawTokenResponse = serde_json::from_slice(body).map_err(|_| Error::Network {
+        message: "token endpoint answered with a body that is not a JSON token response".into(),
+    })?;
+    let mut extra: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).unwrap_or_default();
+    for k in ["access_token", "refresh_token", "expires_in", "token_type"] {
+        extra.remove(k);
+    }
+    let access = raw
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::Network {
+            message: "token response has no access_token".into(),
+        })?;
+    let expires_in = raw.expires_in.as_ref().and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    });
     let expires_at = match expires_in {
         Some(secs) => sent_at + Duration::from_secs(secs),
         None => jwt_exp(&access).unwrap_or(sent_at + DEFAULT_LIFETIME),
@@ -218,24 +264,51 @@ pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
 /// The `exp` claim of a JWT access token, read without verifying (only to schedule a refresh).
 fn jwt_exp(token: &str) -> Option<SystemTime> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(v.get("exp")?.as_u64()?))
 }
 
 fn oauth_error(status: u16, body: &[u8]) -> Error {
     match serde_json::from_slice::<OAuthErrorBody>(body) {
-        Ok(OAuthErrorBody { error: Some(error), error_description, .. }) => Error::Auth { error, description: error_description, status: Some(status) },
-        Ok(OAuthErrorBody { error_code: Some(code), error_summary, .. }) => Error::Auth { error: code, description: error_summary, status: Some(status) },
-        _ if status == 401 => Error::Auth { error: "invalid_client".into(), description: Some(short_message(body)), status: Some(status) },
-        _ => Error::Http { status, message: short_message(body) },
+        Ok(OAuthErrorBody {
+            error: Some(error),
+            error_description,
+            ..
+        }) => Error::Auth {
+            error,
+            description: error_description,
+            status: Some(status),
+        },
+        Ok(OAuthErrorBody {
+            error_code: Some(code),
+            error_summary,
+            ..
+        }) => Error::Auth {
+            error: code,
+            description: error_summary,
+            status: Some(status),
+        },
+        _ if status == 401 => Error::Auth {
+            error: "invalid_client".into(),
+            description: Some(short_message(body)),
+            status: Some(status),
+        },
+        _ => Error::Http {
+            status,
+            message: short_message(body),
+        },
     }
 }
 
 fn short_message(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let t = text.trim();
-    if t.is_empty() { return "empty response".into(); }
+    if t.is_empty() {
+        return "empty response".into();
+    }
     t.chars().take(200).collect()
 }
 
@@ -245,4 +318,58 @@ pub(crate) fn normalise_scopes(scope: Option<&str>) -> String {
     v.sort_unstable();
     v.dedup();
     v.join(" ")
+}
+
+/// The endpoints a SMART server publishes at `{fhir_base}/.well-known/smart-configuration`.
+pub(crate) struct SmartConfiguration {
+    pub token_endpoint: (String, url::Url),
+    pub authorization_endpoint: Option<url::Url>,
+}
+
+/// Fetches and checks `{fhir_base}/.well-known/smart-configuration` (both endpoints must pass
+/// the transport-security rule, like any URL the caller gives).
+pub(crate) async fn smart_configuration(
+    http: &HttpClient,
+    fhir_base: &url::Url,
+) -> Result<SmartConfiguration> {
+    let url = format!(
+        "{}/.well-known/smart-configuration",
+        fhir_base.as_str().trim_end_matches('/')
+    );
+    let resp = http
+        .inner
+        .get(&url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| Error::network(&e))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| Error::network(&e))?;
+    if !status.is_success() {
+        return Err(Error::Http {
+            status: status.as_u16(),
+            message: "SMART discovery (.well-known/smart-configuration) failed".into(),
+        });
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Error::Network {
+        message: "smart-configuration is not JSON".into(),
+    })?;
+    let te = v
+        .get("token_endpoint")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| Error::Network {
+            message: "smart-configuration has no token_endpoint".into(),
+        })?;
+    let token_endpoint = (te.to_owned(), http.secure_url("token_url", te)?);
+    let authorization_endpoint = match v
+        .get("authorization_endpoint")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(a) => Some(http.secure_url("authorize_url", a)?),
+        None => None,
+    };
+    Ok(SmartConfiguration {
+        token_endpoint,
+        authorization_endpoint,
+    })
 }

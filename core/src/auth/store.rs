@@ -24,7 +24,9 @@ pub enum TokenStore {
 }
 
 impl TokenStore {
-    pub fn file(path: impl Into<PathBuf>) -> Self { TokenStore::File(path.into()) }
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        TokenStore::File(path.into())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -36,10 +38,18 @@ pub(crate) struct StoreFile {
 }
 
 mod hex_bytes {
-    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> { s.serialize_str(&super::super::cache::hex(b)) }
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::super::cache::hex(b))
+    }
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <String as serde::Deserialize>::deserialize(d)?;
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("x"), 16).map_err(serde::de::Error::custom)).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(s.get(i..i + 2).unwrap_or("x"), 16)
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
     }
 }
 
@@ -49,7 +59,10 @@ pub(crate) struct FileStore {
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::config(format!("token store {}: cannot {what}: {e}", path.display()))
+    Error::config(format!(
+        "token store {}: cannot {what}: {e}",
+        path.display()
+    ))
 }
 
 fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
@@ -70,18 +83,23 @@ impl FileStore {
         }
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push(".lock");
-        Ok(FileStore { path: path.to_owned(), lock_path: lock_path.into() })
+        Ok(FileStore {
+            path: path.to_owned(),
+            lock_path: lock_path.into(),
+        })
     }
 
     /// Blocks until this process holds the store's lock; released when the file is dropped.
     pub(crate) fn lock(&self) -> Result<File> {
-        let f = open_private(&self.lock_path, false).map_err(|e| io_err(&self.path, "open the lock file", e))?;
+        let f = open_private(&self.lock_path, false)
+            .map_err(|e| io_err(&self.path, "open the lock file", e))?;
         f.lock().map_err(|e| io_err(&self.path, "lock", e))?;
         Ok(f)
     }
 
     pub(crate) fn try_lock(&self) -> Result<Option<File>> {
-        let f = open_private(&self.lock_path, false).map_err(|e| io_err(&self.path, "open the lock file", e))?;
+        let f = open_private(&self.lock_path, false)
+            .map_err(|e| io_err(&self.path, "open the lock file", e))?;
         match f.try_lock() {
             Ok(()) => Ok(Some(f)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -105,17 +123,24 @@ impl FileStore {
     }
 
     fn empty() -> StoreFile {
-        StoreFile { version: 1, salt: rand::random::<[u8; 32]>().to_vec(), entries: HashMap::new() }
+        StoreFile {
+            version: 1,
+            salt: rand::random::<[u8; 32]>().to_vec(),
+            entries: HashMap::new(),
+        }
     }
 
     /// Writes atomically: a private temp file in the same folder, fsync, rename.
     pub(crate) fn write(&self, file: &StoreFile) -> Result<()> {
-        let bytes = serde_json::to_vec(file).map_err(|e| Error::config(format!("token store: {e}")))?;
+        let bytes =
+            serde_json::to_vec(file).map_err(|e| Error::config(format!("token store: {e}")))?;
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(format!(".tmp{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let mut f = open_private(&tmp, true).map_err(|e| io_err(&self.path, "write", e))?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| io_err(&self.path, "write", e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err(&self.path, "write", e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| io_err(&self.path, "replace", e))
     }
 }

@@ -54,34 +54,52 @@ impl HttpClient {
             .user_agent(concat!("cibmtr-fhir/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(p) = &config.proxy {
-            b = b.proxy(reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?);
+            b = b.proxy(
+                reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?,
+            );
         }
         for pem in &config.extra_ca_pems {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
             b = b.add_root_certificate(cert);
         }
-        let inner = b.build().map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpClient { inner, config: std::sync::Arc::new(config) })
+        let inner = b
+            .build()
+            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpClient {
+            inner,
+            config: std::sync::Arc::new(config),
+        })
     }
 
     /// The process-wide default client.
     pub fn shared() -> HttpClient {
-        static SHARED: std::sync::LazyLock<HttpClient> =
-            std::sync::LazyLock::new(|| HttpClient::new(HttpConfig::default()).expect("default HTTP client"));
+        static SHARED: std::sync::LazyLock<HttpClient> = std::sync::LazyLock::new(|| {
+            HttpClient::new(HttpConfig::default()).expect("default HTTP client")
+        });
         SHARED.clone()
     }
 
-    pub fn config(&self) -> &HttpConfig { &self.config }
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
 
     /// Parses `url` for `field` and refuses plain http to a non-loopback, non-allowed host:
     /// credentials and tokens must not cross a network in clear text.
     pub fn secure_url(&self, field: &str, url: &str) -> Result<url::Url> {
-        let parsed = url::Url::parse(url).map_err(|_| Error::validation(field, "must be an absolute http(s) URL"))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|_| Error::validation(field, "must be an absolute http(s) URL"))?;
         match parsed.scheme() {
             "https" => Ok(parsed),
             "http" => {
                 let host = parsed.host_str().unwrap_or("");
-                if is_loopback(host) || self.config.allow_http_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                if is_loopback(host)
+                    || self
+                        .config
+                        .allow_http_hosts
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case(host))
+                {
                     Ok(parsed)
                 } else {
                     Err(Error::config(format!(
@@ -97,5 +115,8 @@ impl HttpClient {
 /// Whether `host` names this machine (localhost, 127.0.0.0/8, ::1).
 pub fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
