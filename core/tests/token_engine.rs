@@ -528,3 +528,31 @@ async fn two_processes_sharing_a_file_store_make_one_token_request() {
     assert_eq!(sha(here.token().await.unwrap().secret()), hashes[0]);
     assert_eq!(sb.token_requests(&c.client_id), 1);
 }
+
+#[tokio::test]
+async fn a_failed_early_refresh_keeps_serving_the_valid_token() {
+    // 6-second tokens: advisory window opens at 5 s, mandatory at 5.4 s.
+    let sb = sandbox_with(Duration::from_secs(6)).await;
+    let auth = okta(&sb);
+    let first = auth.token().await.unwrap();
+    let advisory = first.expires_at() - Duration::from_millis(900);
+    tokio::time::sleep(advisory.duration_since(SystemTime::now()).unwrap()).await;
+    // A refusal that is neither retried nor remembered (not invalid_grant/invalid_client).
+    sb.set_fault(
+        Route::OktaToken,
+        Fault {
+            status: 400,
+            body: r#"{"error":"temporarily_unavailable"}"#.into(),
+            times: 1,
+            ..Default::default()
+        },
+    );
+    let during = auth.token().await.expect("the still-valid token is served");
+    assert_eq!(during.secret(), first.secret());
+    assert_eq!(auth.stats().failures, 1);
+    assert_eq!(protected_status(&sb, during.secret()).await, 200);
+    // The next caller in the window refreshes successfully.
+    let next = auth.token().await.unwrap();
+    assert_ne!(next.secret(), first.secret());
+    assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 3);
+}

@@ -233,14 +233,19 @@ impl TokenCell {
                     if self.fatal_error().is_none() {
                         match self.renew(Some(&entry), true).await {
                             Ok(fresh) => return Ok(fresh),
+                            // The retries may have run into the mandatory margin: serve the
+                            // old token only while it is still outside it.
+                            Err(e) if SystemTime::now() >= entry.mandatory_at => return Err(e),
                             Err(e) => {
                                 tracing::warn!(error = %e, "early token refresh failed; still serving the valid token")
                             }
                         }
                     }
                 }
-                self.counters.cache_hits.fetch_add(1, Relaxed);
-                return Ok(AccessToken(entry));
+                if SystemTime::now() < entry.mandatory_at {
+                    self.counters.cache_hits.fetch_add(1, Relaxed);
+                    return Ok(AccessToken(entry));
+                }
             }
         }
         let _guard = self.refresh_lock.lock().await;
