@@ -21,9 +21,15 @@ pub enum Error {
     /// Rate limited, and waiting it out would exceed the configured bound.
     #[error("rate limited{}; try again later", retry_after.map(|d| format!(", retry after {} s", d.as_secs_f64().ceil())).unwrap_or_default())]
     RateLimited { retry_after: Option<Duration> },
-    /// The server answered with an unexpected HTTP status.
+    /// The server answered with an unexpected HTTP status. `message` is the server's own message
+    /// (from an `OperationOutcome`, a CIBMTR `errorMessage` or a short plain-text body);
+    /// `outcome` is the `OperationOutcome` when the server sent one.
     #[error("HTTP {status}: {message}")]
-    Http { status: u16, message: String },
+    Http {
+        status: u16,
+        message: String,
+        outcome: Option<Box<serde_json::Value>>,
+    },
     /// The request did not complete: connection refused or dropped, timeout, bad body.
     #[error("network error: {message}")]
     Network { message: String },

@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cibmtr;
 pub mod error;
+pub mod fhir;
 pub mod http;
 pub mod secret;
 

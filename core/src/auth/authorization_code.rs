@@ -580,6 +580,7 @@ async fn register(
             None => Err(Error::Http {
                 status: status.as_u16(),
                 message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                outcome: None,
             }),
         };
     }

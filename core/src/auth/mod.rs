@@ -181,6 +181,7 @@ pub(crate) async fn exchange(
                     Error::Http {
                         status: status.as_u16(),
                         message: short_message(&body),
+                        outcome: None,
                     }
                 } else {
                     return Err(oauth_error(status.as_u16(), &body));
@@ -299,6 +300,7 @@ fn oauth_error(status: u16, body: &[u8]) -> Error {
         _ => Error::Http {
             status,
             message: short_message(body),
+            outcome: None,
         },
     }
 }
@@ -349,6 +351,7 @@ pub(crate) async fn smart_configuration(
         return Err(Error::Http {
             status: status.as_u16(),
             message: "SMART discovery (.well-known/smart-configuration) failed".into(),
+            outcome: None,
         });
     }
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Error::Network {
