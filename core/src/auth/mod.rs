@@ -8,7 +8,6 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -163,7 +162,7 @@ pub(crate) async fn exchange(
                     return parse_token(&body, sent_at);
                 }
                 if status.as_u16() == 429 {
-                    let wait = rate_limit_wait(&headers).unwrap_or(Duration::from_secs(1));
+                    let wait = crate::http::retry_after(&headers).unwrap_or(Duration::from_secs(1));
                     if waited + wait > cfg.max_rate_limit_wait {
                         return Err(Error::RateLimited {
                             retry_after: Some(wait),
@@ -191,42 +190,14 @@ pub(crate) async fn exchange(
         if attempt >= cfg.token_retries {
             return Err(retryable);
         }
-        let base = 100u64 << attempt.min(6);
-        let jitter = rand::thread_rng().gen_range(0..=base);
         tracing::debug!(attempt, "token request failed ({retryable}); retrying");
-        tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        tokio::time::sleep(crate::http::backoff(attempt)).await;
         attempt += 1;
     }
 }
 
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// `Retry-After` (seconds or HTTP date) or Okta's `X-Rate-Limit-Reset` (epoch seconds).
-pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let now = SystemTime::now();
-    if let Some(v) = headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Ok(secs) = v.trim().parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        if let Ok(at) = httpdate::parse_http_date(v) {
-            return Some(at.duration_since(now).unwrap_or_default());
-        }
-    }
-    let reset = headers
-        .get("x-rate-limit-reset")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    let at = UNIX_EPOCH + Duration::from_secs(reset);
-    // The reset is whole seconds; a little slack avoids arriving a hair early.
-    Some(at.duration_since(now).unwrap_or_default() + Duration::from_millis(50))
 }
 
 pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {

@@ -1,6 +1,12 @@
 //! Generic FHIR over HTTP: [`FhirClient`] (read, search with paging, create, update, conditional
 //! create) for STU3 and R4 JSON.
 
+mod client;
+
+pub use client::{
+    CreateOutcome, FHIR_JSON, FhirClient, FhirClientBuilder, ResourceStream, id_from_location,
+};
+
 /// The FHIR release a server speaks. CIBMTR's Direct FHIR API is STU3; most SMART servers are R4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FhirVersion {
@@ -17,7 +23,10 @@ impl std::str::FromStr for FhirVersion {
         match s.to_ascii_uppercase().as_str() {
             "STU3" | "R3" | "3" | "3.0" => Ok(FhirVersion::Stu3),
             "R4" | "4" | "4.0" => Ok(FhirVersion::R4),
-            _ => Err(crate::Error::validation("fhir_version", "must be STU3 or R4")),
+            _ => Err(crate::Error::validation(
+                "fhir_version",
+                "must be STU3 or R4",
+            )),
         }
     }
 }

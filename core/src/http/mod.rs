@@ -2,7 +2,9 @@
 //! credentials and bearer tokens travel only over https, except to loopback hosts or hosts the
 //! caller explicitly allows.
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
 
 use crate::error::{Error, Result};
 
@@ -23,6 +25,11 @@ pub struct HttpConfig {
     pub max_rate_limit_wait: Duration,
     /// Retries of a token request after a 5xx or a network error.
     pub token_retries: u32,
+    /// Retries of a FHIR request (GET, PUT, conditional create; a plain POST only when it never
+    /// reached the server) after 429, 502, 503, 504 or a connection error.
+    pub request_retries: u32,
+    /// The longest one FHIR request may spend in retries and waits, all attempts together.
+    pub max_retry_time: Duration,
 }
 
 impl Default for HttpConfig {
@@ -35,6 +42,8 @@ impl Default for HttpConfig {
             allow_http_hosts: Vec::new(),
             max_rate_limit_wait: Duration::from_secs(60),
             token_retries: 3,
+            request_retries: 4,
+            max_retry_time: Duration::from_secs(60),
         }
     }
 }
@@ -119,4 +128,38 @@ pub fn is_loopback(host: &str) -> bool {
         || h.parse::<IpAddr>()
             .map(|ip| ip.is_loopback())
             .unwrap_or(false)
+}
+
+/// `Retry-After` (seconds or HTTP date) or Okta's `X-Rate-Limit-Reset` (epoch seconds).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let now = SystemTime::now();
+    if let Some(v) = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Ok(secs) = v.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(now).unwrap_or_default());
+        }
+    }
+    let reset = headers
+        .get("x-rate-limit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let at = UNIX_EPOCH + Duration::from_secs(reset);
+    // The reset is whole seconds; a little slack avoids arriving a hair early.
+    Some(at.duration_since(now).unwrap_or_default() + Duration::from_millis(50))
+}
+
+/// Jittered exponential backoff before retry number `attempt` (0-based): 100 ms, 200 ms, 400 ms,
+/// ... capped at 6.4 s, each plus up to as much again at random so that many clients that failed
+/// together do not come back together.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 << attempt.min(6);
+    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base))
 }
