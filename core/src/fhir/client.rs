@@ -18,6 +18,8 @@ use crate::http::HttpClient;
 /// The media type of FHIR JSON, sent as both `Accept` and `Content-Type`.
 pub const FHIR_JSON: &str = "application/fhir+json";
 
+const NO_PARAMS: &[(&str, &str)] = &[];
+
 /// An async stream of resources from a search, following `next` links page by page.
 pub type ResourceStream = Pin<Box<dyn Stream<Item = Result<Value>> + Send>>;
 
@@ -211,7 +213,7 @@ impl FhirClient {
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<Value> {
         check_segment("resource_type", resource_type)?;
         check_segment("id", id)?;
-        let url = self.url(&format!("{resource_type}/{id}"), &[])?;
+        let url = self.url(&format!("{resource_type}/{id}"), NO_PARAMS)?;
         Ok(self
             .send(Method::GET, url, None, &[], Idempotency::Safe)
             .await?
@@ -220,7 +222,7 @@ impl FhirClient {
 
     /// `GET {base}/metadata`: the server's CapabilityStatement.
     pub async fn capabilities(&self) -> Result<Value> {
-        let url = self.url("metadata", &[])?;
+        let url = self.url("metadata", NO_PARAMS)?;
         Ok(self
             .send(Method::GET, url, None, &[], Idempotency::Safe)
             .await?
@@ -228,7 +230,11 @@ impl FhirClient {
     }
 
     /// One page of a search: the `searchset` Bundle as the server sent it.
-    pub async fn search_page(&self, resource_type: &str, params: &[(&str, &str)]) -> Result<Value> {
+    pub async fn search_page<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        resource_type: &str,
+        params: &[(K, V)],
+    ) -> Result<Value> {
         check_segment("resource_type", resource_type)?;
         let url = self.url(resource_type, params)?;
         self.get_bundle(url).await
@@ -249,7 +255,11 @@ impl FhirClient {
     /// Searches and streams the matching resources (`entry[].resource` with
     /// `search.mode` other than `include`), following `next` links one page at a time, so memory
     /// stays flat however many pages there are.
-    pub fn search(&self, resource_type: &str, params: &[(&str, &str)]) -> ResourceStream {
+    pub fn search<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        resource_type: &str,
+        params: &[(K, V)],
+    ) -> ResourceStream {
         let first = check_segment("resource_type", resource_type)
             .and_then(|_| self.url(resource_type, params));
         let client = self.clone();
@@ -298,10 +308,10 @@ impl FhirClient {
     }
 
     /// Collects a whole search into memory. Prefer [`search`](Self::search) for large results.
-    pub async fn search_all(
+    pub async fn search_all<K: AsRef<str>, V: AsRef<str>>(
         &self,
         resource_type: &str,
-        params: &[(&str, &str)],
+        params: &[(K, V)],
     ) -> Result<Vec<Value>> {
         use futures_util::StreamExt;
         let mut out = Vec::new();
@@ -318,7 +328,7 @@ impl FhirClient {
     /// when a repeat must not create twice.
     pub async fn create(&self, resource: &Value) -> Result<Value> {
         let rt = resource_type_of(resource)?;
-        let url = self.url(rt, &[])?;
+        let url = self.url(rt, NO_PARAMS)?;
         let answer = self
             .send(
                 Method::POST,
@@ -342,7 +352,7 @@ impl FhirClient {
         if query.trim().is_empty() {
             return Err(Error::validation("query", "must not be empty"));
         }
-        let url = self.url(rt, &[])?;
+        let url = self.url(rt, NO_PARAMS)?;
         let value = HeaderValue::from_str(query)
             .map_err(|_| Error::validation("query", "must be a printable query string"))?;
         let answer = self
@@ -371,7 +381,7 @@ impl FhirClient {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::validation("resource.id", "is required for update"))?;
         check_segment("id", id)?;
-        let url = self.url(&format!("{rt}/{id}"), &[])?;
+        let url = self.url(&format!("{rt}/{id}"), NO_PARAMS)?;
         let answer = self
             .send(
                 Method::PUT,
@@ -390,7 +400,7 @@ impl FhirClient {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(Error::validation("bundle.resourceType", "must be Bundle"));
         }
-        let url = self.url("", &[])?;
+        let url = self.url("", NO_PARAMS)?;
         Ok(self
             .send(
                 Method::POST,
@@ -406,7 +416,7 @@ impl FhirClient {
     /// A transaction whose every entry carries `ifNoneExist`, so repeating it creates nothing
     /// twice: retried like a GET.
     pub(crate) async fn idempotent_transaction(&self, bundle: &Value) -> Result<Value> {
-        let url = self.url("", &[])?;
+        let url = self.url("", NO_PARAMS)?;
         Ok(self
             .send(
                 Method::POST,
@@ -421,7 +431,7 @@ impl FhirClient {
 
     /// `PUT {base}/{path}` of a plain JSON (not FHIR) body, such as CIBMTR's CRID service.
     pub(crate) async fn put_json(&self, path: &str, body: &Value) -> Result<Value> {
-        let url = self.url(path, &[])?;
+        let url = self.url(path, NO_PARAMS)?;
         Ok(self
             .send(
                 Method::PUT,
@@ -437,7 +447,7 @@ impl FhirClient {
     // ---------- plumbing ----------
 
     /// `{base}{path}?{params}&{default params}`.
-    fn url(&self, path: &str, params: &[(&str, &str)]) -> Result<Url> {
+    fn url<K: AsRef<str>, V: AsRef<str>>(&self, path: &str, params: &[(K, V)]) -> Result<Url> {
         let mut url =
             self.inner.base.join(path).map_err(|_| {
                 Error::validation("resource_type", "is not a valid URL path segment")
@@ -445,7 +455,7 @@ impl FhirClient {
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {
-                q.append_pair(k, v);
+                q.append_pair(k.as_ref(), v.as_ref());
             }
         }
         if url.query() == Some("") {

@@ -1,0 +1,940 @@
+//! [`CibmtrClient`]: the Direct FHIR Service workflow — CRID, the de-identified Patient, lab
+//! Observations one by one or in bulk — with nothing created twice.
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::demographics::{Demographics, parse_crid_response};
+use super::labs::{LabOptions, LabResult};
+use super::resources::{
+    observation_resource, observation_search_by_crid, observation_search_by_submission_id,
+    observation_submission_id, patient_matches, patient_resource, patient_search_params,
+    submission_id,
+};
+use super::systems::{Ccn, SUBMISSION_ID_SYSTEM, UriFamily};
+use crate::auth::TokenProvider;
+use crate::error::{Error, Result};
+use crate::fhir::{FhirClient, FhirVersion};
+use crate::http::HttpClient;
+
+/// A CIBMTR environment, preset with the guide's URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    /// The test environment (`dev-api.nmdp.org`, Okta preview).
+    #[default]
+    Test,
+    /// Production (`api.nmdp.org`, Okta).
+    Production,
+}
+
+impl Environment {
+    /// The Okta token URL the guide gives for this environment.
+    pub fn token_url(self) -> &'static str {
+        match self {
+            Environment::Test => {
+                "https://nmdp.oktapreview.com/oauth2/ausaexcazhLhxKnJs0h7/v1/token"
+            }
+            Environment::Production => "https://nmdp.okta.com/oauth2/ausaexcazhLhxKnJs0h7/v1/token",
+        }
+    }
+    /// The Direct FHIR Service API base URL (`{base}/CRID`, `{base}/Patient`, ...).
+    pub fn api_base(self) -> &'static str {
+        match self {
+            Environment::Test => "https://dev-api.nmdp.org/cibmtrehrclientbackendexttest/v1",
+            Environment::Production => "https://api.nmdp.org/cibmtrehrclientbackend/v1",
+        }
+    }
+}
+
+impl std::str::FromStr for Environment {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "test" => Ok(Environment::Test),
+            "production" | "prod" => Ok(Environment::Production),
+            _ => Err(Error::validation(
+                "environment",
+                "must be test or production",
+            )),
+        }
+    }
+}
+
+/// What happened to one lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemStatus {
+    /// The server created the Observation.
+    Created,
+    /// An Observation with the same content was already on the server (or earlier in the same
+    /// batch); nothing was sent.
+    AlreadyPresent,
+    /// Not submitted: the error says why.
+    Failed,
+}
+
+impl ItemStatus {
+    /// `created`, `already_present` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Created => "created",
+            ItemStatus::AlreadyPresent => "already_present",
+            ItemStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The outcome of one lab of a submission.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    /// Position in the input, from 0.
+    pub index: usize,
+    pub status: ItemStatus,
+    /// The server's Observation id (created or found).
+    pub id: Option<String>,
+    /// The content-derived identifier the Observation carries.
+    pub submission_id: Option<String>,
+    pub error: Option<Error>,
+    /// Non-fatal remarks: a code outside the form 2402 catalog, a unit conversion, ...
+    pub warnings: Vec<String>,
+}
+
+impl ItemResult {
+    /// This item as JSON (see [`SubmissionReport::to_json`]).
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "index": self.index,
+            "status": self.status.as_str(),
+            "id": self.id,
+            "submission_id": self.submission_id,
+            "warnings": self.warnings,
+        });
+        if let Some(e) = &self.error {
+            v["error"] = error_json(e);
+        }
+        v
+    }
+}
+
+/// An error as JSON: `kind` (the stable code), `message`, and the fields a caller branches on.
+pub fn error_json(e: &Error) -> Value {
+    let mut v = json!({"kind": e.kind().code(), "message": e.to_string()});
+    match e {
+        Error::Validation { field, rule } => {
+            v["field"] = json!(field);
+            v["rule"] = json!(rule);
+        }
+        Error::Http { status, .. } => v["status"] = json!(status),
+        Error::Auth { error, .. } => v["error"] = json!(error),
+        Error::RateLimited {
+            retry_after: Some(w),
+        } => v["retry_after"] = json!(w.as_secs_f64()),
+        _ => {}
+    }
+    v
+}
+
+/// Every input item of a bulk submission, accounted for.
+#[derive(Debug, Clone, Default)]
+pub struct SubmissionReport {
+    /// One entry per input item, in input order.
+    pub items: Vec<ItemResult>,
+    pub created: usize,
+    pub already_present: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
+}
+
+impl SubmissionReport {
+    /// Total number of input items.
+    pub fn total(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The report as JSON: counts, and one object per item with `index`, `status`, `id`,
+    /// `submission_id`, `warnings` and, for failures, `error` (`kind`, `message` and the `field`
+    /// of a validation error). The shape every binding and the CLI share.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "total": self.total(),
+            "created": self.created,
+            "already_present": self.already_present,
+            "failed": self.failed,
+            "elapsed_ms": self.elapsed.as_millis() as u64,
+            "items": self.items.iter().map(ItemResult::to_json).collect::<Vec<_>>(),
+        })
+    }
+    fn count(&mut self) {
+        self.created = self.tally(ItemStatus::Created);
+        self.already_present = self.tally(ItemStatus::AlreadyPresent);
+        self.failed = self.tally(ItemStatus::Failed);
+    }
+    fn tally(&self, s: ItemStatus) -> usize {
+        self.items.iter().filter(|i| i.status == s).count()
+    }
+}
+
+/// Progress of a bulk submission, reported after every item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub created: usize,
+    pub already_present: usize,
+    pub failed: usize,
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Options of [`CibmtrClient::submit_labs`].
+#[derive(Clone)]
+pub struct SubmitOptions {
+    /// Requests in flight at once (default 8).
+    pub concurrency: usize,
+    /// Send transaction Bundles of up to [`bundle_size`](Self::bundle_size) Observations
+    /// (later versions of the API accept them; off by default because the guide's does not).
+    pub use_bundles: bool,
+    /// Entries per Bundle, at most 50.
+    pub bundle_size: usize,
+    /// Called after every item.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        SubmitOptions {
+            concurrency: 8,
+            use_bundles: false,
+            bundle_size: 50,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for SubmitOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitOptions")
+            .field("concurrency", &self.concurrency)
+            .field("use_bundles", &self.use_bundles)
+            .field("bundle_size", &self.bundle_size)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// The result of [`CibmtrClient::submit_lab`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabSubmission {
+    /// `Created` or `AlreadyPresent`.
+    pub status: ItemStatus,
+    /// The server's Observation id.
+    pub id: String,
+    pub submission_id: String,
+    pub warnings: Vec<String>,
+}
+
+/// A client of CIBMTR's Direct FHIR Service API for one transplant centre (CCN).
+///
+/// ```no_run
+/// # async fn demo() -> cibmtr_fhir::Result<()> {
+/// use cibmtr_fhir::auth::PasswordGrant;
+/// use cibmtr_fhir::cibmtr::{CibmtrClient, Demographics, Environment, LabResult};
+/// let auth = PasswordGrant::builder(Environment::Test.token_url(), "id", "secret", "user", "pw")
+///     .scope("cibmtr_fhir")
+///     .build()?;
+/// let client = CibmtrClient::builder("12345", &auth).environment(Environment::Test).build()?;
+/// let crid = client
+///     .register_crid(&Demographics::new("Jane", "Doe", "1970-01-31", "F"))
+///     .await?;
+/// let lab = LabResult::new("718-7", 12.5, "g/dL", "2024-05-01T08:30:00-05:00");
+/// let result = client.submit_lab(crid, &lab).await?; // created, or already present
+/// # let _ = result; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CibmtrClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ccn: Ccn,
+    family: UriFamily,
+    version: FhirVersion,
+    lab_options: LabOptions,
+    /// `{base}`: the CRID service.
+    api: FhirClient,
+    /// `{base}` or `{base}/r3`: Patient and Observation.
+    fhir: FhirClient,
+    /// One Patient lookup per CRID, however many callers ask at once.
+    patients: Mutex<HashMap<i64, Arc<OnceCell<String>>>>,
+    item_attempts: u32,
+}
+
+impl fmt::Debug for CibmtrClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CibmtrClient")
+            .field("ccn", &self.inner.ccn.as_str())
+            .field("fhir", &self.inner.fhir.base_url())
+            .field("uri_family", &self.inner.family)
+            .field("fhir_version", &self.inner.version)
+            .finish()
+    }
+}
+
+/// Builds a [`CibmtrClient`].
+pub struct CibmtrClientBuilder {
+    ccn: String,
+    auth: TokenProvider,
+    environment: Environment,
+    base_url: Option<String>,
+    fhir_path: Option<String>,
+    family: UriFamily,
+    version: FhirVersion,
+    lab_options: LabOptions,
+    http: Option<HttpClient>,
+    item_attempts: u32,
+}
+
+impl CibmtrClientBuilder {
+    /// Test (default) or production: picks the API base URL.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+    /// Overrides the API base URL (e.g. the sandbox's).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+    /// The FHIR root below the base: `None` (the base itself, default) or e.g. `"r3"`.
+    pub fn fhir_path(mut self, path: impl Into<String>) -> Self {
+        let p: String = path.into();
+        self.fhir_path = Some(p.trim_matches('/').to_owned()).filter(|p| !p.is_empty());
+        self
+    }
+    /// The URI family of the CRID identifier and transplant-centre security systems.
+    pub fn uri_family(mut self, family: UriFamily) -> Self {
+        self.family = family;
+        self
+    }
+    /// The FHIR release of the resources (STU3 by default, as the Direct FHIR API is).
+    pub fn fhir_version(mut self, version: FhirVersion) -> Self {
+        self.version = version;
+        self
+    }
+    /// Strict mode (a code outside the form 2402 catalog is an error) and unit conversion.
+    pub fn lab_options(mut self, options: LabOptions) -> Self {
+        self.lab_options = options;
+        self
+    }
+    /// The HTTP client (timeouts, proxy, CAs, retry bounds).
+    pub fn http_client(mut self, http: HttpClient) -> Self {
+        self.http = Some(http);
+        self
+    }
+    /// Attempts per lab when the server or network fails transiently (default 5).
+    pub fn item_attempts(mut self, attempts: u32) -> Self {
+        self.item_attempts = attempts.max(1);
+        self
+    }
+    pub fn build(self) -> Result<CibmtrClient> {
+        let ccn = Ccn::parse(&self.ccn)?;
+        let base = self
+            .base_url
+            .unwrap_or_else(|| self.environment.api_base().to_owned());
+        let base = base.trim_end_matches('/').to_owned();
+        let http = self.http.unwrap_or_else(HttpClient::shared);
+        let api = FhirClient::builder(&base)
+            .auth(&self.auth)
+            .fhir_version(self.version)
+            .http_client(http.clone())
+            .build()?;
+        let fhir_base = match &self.fhir_path {
+            Some(p) => format!("{base}/{p}"),
+            None => base,
+        };
+        let fhir = FhirClient::builder(fhir_base)
+            .auth(&self.auth)
+            .fhir_version(self.version)
+            .http_client(http)
+            .build()?;
+        Ok(CibmtrClient {
+            inner: Arc::new(Inner {
+                ccn,
+                family: self.family,
+                version: self.version,
+                lab_options: self.lab_options,
+                api,
+                fhir,
+                patients: Mutex::new(HashMap::new()),
+                item_attempts: self.item_attempts,
+            }),
+        })
+    }
+}
+
+/// Whether a failed request may have had no effect or may be repeated after a check: network
+/// trouble, rate limits and server-side 5xx are worth another attempt; the rest is final.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Network { .. } | Error::RateLimited { .. } => true,
+        Error::Http { status, .. } => *status >= 500 || *status == 408,
+        _ => false,
+    }
+}
+
+fn item_wait(e: &Error, attempt: u32) -> Duration {
+    match e {
+        Error::RateLimited {
+            retry_after: Some(w),
+        } => *w,
+        _ => crate::http::backoff(attempt),
+    }
+}
+
+impl CibmtrClient {
+    /// A client for the centre `ccn` (5 digits) authenticating with `auth`.
+    pub fn builder(ccn: impl Into<String>, auth: &TokenProvider) -> CibmtrClientBuilder {
+        CibmtrClientBuilder {
+            ccn: ccn.into(),
+            auth: auth.clone(),
+            environment: Environment::default(),
+            base_url: None,
+            fhir_path: None,
+            family: UriFamily::default(),
+            version: FhirVersion::Stu3,
+            lab_options: LabOptions::default(),
+            http: None,
+            item_attempts: 5,
+        }
+    }
+
+    /// The centre number.
+    pub fn ccn(&self) -> &str {
+        self.inner.ccn.as_str()
+    }
+
+    /// The FHIR client behind Patient and Observation calls.
+    pub fn fhir(&self) -> &FhirClient {
+        &self.inner.fhir
+    }
+
+    /// Registers (or looks up) a recipient and returns the CRID. The demographics are validated
+    /// before anything is sent. The CRID service is a PUT: the same demographics give the same
+    /// CRID, so a retry is harmless.
+    pub async fn register_crid(&self, demographics: &Demographics) -> Result<i64> {
+        let today = chrono::Local::now().date_naive();
+        let body = demographics.crid_request(&self.inner.ccn, today)?;
+        let answer = self.inner.api.put_json("CRID", &body).await?;
+        parse_crid_response(&answer)
+    }
+
+    /// The id of the recipient's de-identified Patient, created only if the server has none:
+    /// searched by security label and CRID first, searched again after any failure whose effect
+    /// is unknown, and looked up once per CRID however many tasks ask at once.
+    pub async fn ensure_patient(&self, crid: i64) -> Result<String> {
+        if crid <= 0 {
+            return Err(Error::validation("crid", "must be a positive number"));
+        }
+        let cell = {
+            let mut map = self.inner.patients.lock().unwrap();
+            map.entry(crid).or_default().clone()
+        };
+        cell.get_or_try_init(|| self.find_or_create_patient(crid))
+            .await
+            .cloned()
+    }
+
+    /// The Patient for `crid` if the server has one.
+    pub async fn find_patient(&self, crid: i64) -> Result<Option<Value>> {
+        let ccn = &self.inner.ccn;
+        // Our family first; then the other, since servers answer in either.
+        for family in [self.inner.family, other_family(self.inner.family)] {
+            let found = self
+                .inner
+                .fhir
+                .search_all("Patient", &patient_search_params(crid, ccn, family))
+                .await?;
+            if let Some(p) = found.into_iter().find(|p| patient_matches(p, crid, ccn)) {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn find_or_create_patient(&self, crid: i64) -> Result<String> {
+        let resource = patient_resource(crid, &self.inner.ccn, self.inner.family);
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                if let Some(p) = self.find_patient(crid).await? {
+                    return resource_id(&p);
+                }
+                let created = self.inner.fhir.create(&resource).await?;
+                resource_id(&created)
+            }
+            .await;
+            match result {
+                Err(e) if transient(&e) && attempt + 1 < self.inner.item_attempts => {
+                    tokio::time::sleep(item_wait(&e, attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Submits one lab result unless an Observation with the same content is already there.
+    pub async fn submit_lab(&self, crid: i64, lab: &LabResult) -> Result<LabSubmission> {
+        let checked = lab.check(&self.inner.lab_options)?;
+        let patient_id = self.ensure_patient(crid).await?;
+        let obs = observation_resource(
+            &checked.lab,
+            crid,
+            &patient_id,
+            &self.inner.ccn,
+            self.inner.family,
+            self.inner.version,
+        );
+        let sid = submission_id(&checked.lab, crid, &self.inner.ccn);
+        let (status, id) = self.submit_checked(&obs, &sid, true).await?;
+        Ok(LabSubmission {
+            status,
+            id,
+            submission_id: sid,
+            warnings: checked.warnings,
+        })
+    }
+
+    /// Posts `obs` unless an Observation carrying `sid` is on the server. `check_first` is false
+    /// when the caller has just listed the server's identifiers; after any failure whose effect
+    /// is unknown the server is always checked again before another POST.
+    async fn submit_checked(
+        &self,
+        obs: &Value,
+        sid: &str,
+        mut check_first: bool,
+    ) -> Result<(ItemStatus, String)> {
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                if check_first && let Some(id) = self.find_by_submission_id(sid).await? {
+                    return Ok((ItemStatus::AlreadyPresent, id));
+                }
+                let created = self.inner.fhir.create(obs).await?;
+                Ok((ItemStatus::Created, resource_id(&created)?))
+            }
+            .await;
+            match result {
+                Err(e) if transient(&e) && attempt + 1 < self.inner.item_attempts => {
+                    tracing::debug!(
+                        attempt,
+                        "lab submission failed ({e}); checking and retrying"
+                    );
+                    tokio::time::sleep(item_wait(&e, attempt)).await;
+                    // The POST may have reached the server: look before posting again.
+                    check_first = true;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn find_by_submission_id(&self, sid: &str) -> Result<Option<String>> {
+        let page = self
+            .inner
+            .fhir
+            .search_page("Observation", &observation_search_by_submission_id(sid))
+            .await?;
+        let first = page
+            .get("entry")
+            .and_then(Value::as_array)
+            .and_then(|e| e.iter().find_map(|e| e.get("resource")));
+        first.map(resource_id).transpose()
+    }
+
+    /// Submits many labs for one recipient, `concurrency` at a time (one by one, as the API takes
+    /// no Bundles, unless [`SubmitOptions::use_bundles`]). Never stops because one item failed;
+    /// the report accounts for every input item. Items already on the server (from an earlier
+    /// run of the same batch) or repeated in the input are reported as already present and not
+    /// sent.
+    pub async fn submit_labs(
+        &self,
+        crid: i64,
+        labs: Vec<LabResult>,
+        options: &SubmitOptions,
+    ) -> Result<SubmissionReport> {
+        self.submit_lab_inputs(crid, labs.into_iter().map(Ok).collect(), options)
+            .await
+    }
+
+    /// Like [`submit_labs`](Self::submit_labs) for inputs that may already have failed to parse
+    /// (rows of a CSV file): those are reported as failed with their error, in place.
+    pub async fn submit_lab_inputs(
+        &self,
+        crid: i64,
+        inputs: Vec<Result<LabResult>>,
+        options: &SubmitOptions,
+    ) -> Result<SubmissionReport> {
+        let started = Instant::now();
+        if options.concurrency == 0 {
+            return Err(Error::validation("concurrency", "must be at least 1"));
+        }
+        if options.use_bundles && !(1..=50).contains(&options.bundle_size) {
+            return Err(Error::validation("bundle_size", "must be between 1 and 50"));
+        }
+        let total = inputs.len();
+        let tracker = Tracker::new(total, options.progress.clone());
+
+        // Validate everything before any request.
+        let mut items: Vec<ItemResult> = Vec::with_capacity(total);
+        let mut pending: Vec<(usize, LabResult)> = Vec::new();
+        for (index, input) in inputs.into_iter().enumerate() {
+            let checked = input.and_then(|lab| lab.check(&self.inner.lab_options));
+            match checked {
+                Ok(c) => {
+                    let sid = submission_id(&c.lab, crid, &self.inner.ccn);
+                    items.push(ItemResult {
+                        index,
+                        status: ItemStatus::Failed,
+                        id: None,
+                        submission_id: Some(sid),
+                        error: None,
+                        warnings: c.warnings,
+                    });
+                    pending.push((index, c.lab));
+                }
+                Err(e) => {
+                    items.push(ItemResult {
+                        index,
+                        status: ItemStatus::Failed,
+                        id: None,
+                        submission_id: None,
+                        error: Some(e),
+                        warnings: Vec::new(),
+                    });
+                    tracker.done(ItemStatus::Failed);
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(finish(items, started));
+        }
+
+        let patient_id = match self.ensure_patient(crid).await {
+            Ok(id) => id,
+            Err(e) => {
+                for (index, _) in &pending {
+                    items[*index].error = Some(e.clone());
+                    tracker.done(ItemStatus::Failed);
+                }
+                return Ok(finish(items, started));
+            }
+        };
+
+        // What the server already holds for this recipient, by submission identifier.
+        let existing = match self.existing_submissions(crid).await {
+            Ok(m) => m,
+            Err(e) => {
+                for (index, _) in &pending {
+                    items[*index].error = Some(e.clone());
+                    tracker.done(ItemStatus::Failed);
+                }
+                return Ok(finish(items, started));
+            }
+        };
+
+        // Decide per item: already there, repeated in this batch, or to send.
+        let mut first_of: HashMap<String, usize> = HashMap::new();
+        let mut duplicates: Vec<(usize, usize)> = Vec::new();
+        let mut to_send: Vec<(usize, String, Value)> = Vec::new();
+        for (index, lab) in pending {
+            let sid = items[index].submission_id.clone().unwrap_or_default();
+            if let Some(id) = existing.get(&sid) {
+                items[index].status = ItemStatus::AlreadyPresent;
+                items[index].id = Some(id.clone());
+                tracker.done(ItemStatus::AlreadyPresent);
+            } else if let Some(&first) = first_of.get(&sid) {
+                duplicates.push((index, first));
+            } else {
+                first_of.insert(sid.clone(), index);
+                let obs = observation_resource(
+                    &lab,
+                    crid,
+                    &patient_id,
+                    &self.inner.ccn,
+                    self.inner.family,
+                    self.inner.version,
+                );
+                to_send.push((index, sid, obs));
+            }
+        }
+
+        let outcomes: Vec<(usize, Result<(ItemStatus, String)>)> = if options.use_bundles {
+            self.send_bundles(to_send, options, &tracker).await
+        } else {
+            futures_util::stream::iter(to_send)
+                .map(|(index, sid, obs)| {
+                    let tracker = &tracker;
+                    async move {
+                        let r = self.submit_checked(&obs, &sid, false).await;
+                        tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
+                        (index, r)
+                    }
+                })
+                .buffer_unordered(options.concurrency)
+                .collect()
+                .await
+        };
+        for (index, outcome) in outcomes {
+            let item = &mut items[index];
+            match outcome {
+                Ok((status, id)) => {
+                    item.status = status;
+                    item.id = Some(id);
+                }
+                Err(e) => item.error = Some(e),
+            }
+        }
+        for (index, first) in duplicates {
+            let (status, id, error) = {
+                let f = &items[first];
+                (f.status, f.id.clone(), f.error.clone())
+            };
+            let item = &mut items[index];
+            item.warnings.push(format!(
+                "same content as item {first} of this batch; not sent twice"
+            ));
+            if status == ItemStatus::Failed {
+                item.error = error;
+            } else {
+                item.status = ItemStatus::AlreadyPresent;
+                item.id = id;
+            }
+            tracker.done(item.status);
+        }
+        Ok(finish(items, started))
+    }
+
+    /// Submission identifiers already on the server for `crid`, with their Observation ids.
+    async fn existing_submissions(&self, crid: i64) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        let mut params = observation_search_by_crid(crid);
+        params.push(("_count".into(), "1000".into()));
+        let mut stream = self.inner.fhir.search("Observation", &params);
+        while let Some(obs) = stream.next().await {
+            let obs = obs?;
+            if let (Some(id), Some(sid)) = (
+                obs.get("id").and_then(Value::as_str),
+                observation_submission_id(&obs),
+            ) {
+                out.insert(sid.to_owned(), id.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Transaction Bundles of up to `bundle_size` entries, each entry conditional on its
+    /// submission identifier so that a repeated Bundle creates nothing twice.
+    async fn send_bundles(
+        &self,
+        to_send: Vec<(usize, String, Value)>,
+        options: &SubmitOptions,
+        tracker: &Tracker,
+    ) -> Vec<(usize, Result<(ItemStatus, String)>)> {
+        let chunks: Vec<Vec<(usize, String, Value)>> = {
+            let mut v = Vec::new();
+            let mut it = to_send.into_iter().peekable();
+            while it.peek().is_some() {
+                v.push(it.by_ref().take(options.bundle_size).collect());
+            }
+            v
+        };
+        futures_util::stream::iter(chunks)
+            .map(|chunk| async move {
+                let results = self.send_bundle(&chunk).await;
+                let out: Vec<_> = chunk
+                    .iter()
+                    .zip(results)
+                    .map(|((index, _, _), r)| {
+                        tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
+                        (*index, r)
+                    })
+                    .collect();
+                futures_util::stream::iter(out)
+            })
+            .buffer_unordered(options.concurrency)
+            .flatten()
+            .collect()
+            .await
+    }
+
+    async fn send_bundle(
+        &self,
+        chunk: &[(usize, String, Value)],
+    ) -> Vec<Result<(ItemStatus, String)>> {
+        let entries: Vec<Value> = chunk
+            .iter()
+            .map(|(_, sid, obs)| {
+                json!({
+                    "resource": obs,
+                    "request": {
+                        "method": "POST",
+                        "url": "Observation",
+                        "ifNoneExist": format!("identifier={SUBMISSION_ID_SYSTEM}|{sid}"),
+                    }
+                })
+            })
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let mut attempt = 0;
+        let response = loop {
+            match self.inner.fhir.idempotent_transaction(&bundle).await {
+                Err(e) if transient(&e) && attempt + 1 < self.inner.item_attempts => {
+                    tokio::time::sleep(item_wait(&e, attempt)).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return chunk.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let entries = response
+            .get("entry")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if entries.len() != chunk.len() {
+            let e = Error::Http {
+                status: 200,
+                message: format!(
+                    "transaction response has {} entries for {} requests",
+                    entries.len(),
+                    chunk.len()
+                ),
+                outcome: None,
+            };
+            return chunk.iter().map(|_| Err(e.clone())).collect();
+        }
+        entries.iter().map(bundle_entry_result).collect()
+    }
+
+    /// Every Observation the server holds for `crid` (all pages).
+    pub async fn observations(&self, crid: i64) -> Result<Vec<Value>> {
+        let crid_s = crid.to_string();
+        self.inner
+            .fhir
+            .search_all(
+                "Observation",
+                &[("subject:Patient.identifier", crid_s.as_str())],
+            )
+            .await
+    }
+}
+
+fn other_family(f: UriFamily) -> UriFamily {
+    match f {
+        UriFamily::Cibmtr => UriFamily::Terminology,
+        UriFamily::Terminology => UriFamily::Cibmtr,
+    }
+}
+
+fn resource_id(resource: &Value) -> Result<String> {
+    resource
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Http {
+            status: 200,
+            message: "the server's resource has no id".into(),
+            outcome: None,
+        })
+}
+
+/// One entry of a `transaction-response`: `201` created, `200` an existing match.
+fn bundle_entry_result(entry: &Value) -> Result<(ItemStatus, String)> {
+    let status = entry
+        .pointer("/response/status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let code: u16 = status
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let id = entry
+        .pointer("/resource/id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| {
+            entry
+                .pointer("/response/location")
+                .and_then(Value::as_str)
+                .and_then(|l| crate::fhir::id_from_location(l, "Observation"))
+        });
+    match (code, id) {
+        (201, Some(id)) => Ok((ItemStatus::Created, id)),
+        (200, Some(id)) => Ok((ItemStatus::AlreadyPresent, id)),
+        _ => Err(Error::Http {
+            status: if code == 0 { 200 } else { code },
+            message: format!("transaction entry answered {status:?} without an Observation id"),
+            outcome: None,
+        }),
+    }
+}
+
+fn finish(items: Vec<ItemResult>, started: Instant) -> SubmissionReport {
+    let mut report = SubmissionReport {
+        items,
+        elapsed: started.elapsed(),
+        ..Default::default()
+    };
+    report.count();
+    report
+}
+
+/// Counts finished items and reports progress.
+struct Tracker {
+    total: usize,
+    counts: Mutex<Progress>,
+    callback: Option<ProgressFn>,
+}
+
+impl Tracker {
+    fn new(total: usize, callback: Option<ProgressFn>) -> Self {
+        Tracker {
+            total,
+            counts: Mutex::new(Progress {
+                done: 0,
+                total,
+                created: 0,
+                already_present: 0,
+                failed: 0,
+            }),
+            callback,
+        }
+    }
+    fn done(&self, status: ItemStatus) {
+        let snapshot = {
+            let mut c = self.counts.lock().unwrap();
+            c.done += 1;
+            match status {
+                ItemStatus::Created => c.created += 1,
+                ItemStatus::AlreadyPresent => c.already_present += 1,
+                ItemStatus::Failed => c.failed += 1,
+            }
+            debug_assert!(c.done <= self.total);
+            *c
+        };
+        if let Some(cb) = &self.callback {
+            cb(snapshot);
+        }
+    }
+}
