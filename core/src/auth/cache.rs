@@ -187,7 +187,14 @@ impl TokenCell {
             TokenStore::Memory => String::new(),
             TokenStore::File(p) => p.display().to_string(),
         };
-        let id = format!("{}\u{1f}{store_id}", key.fingerprint(&*PROCESS_KEY));
+        // Objects configured with different HTTP clients (timeouts, proxy, rate-limit bound) get
+        // cells of their own, so each keeps its own settings. The address is stable and unique
+        // while the cell lives, because the cell holds a clone of that client.
+        let http_id = Arc::as_ptr(&http.config) as usize;
+        let id = format!(
+            "{}\u{1f}{store_id}\u{1f}{http_id:x}",
+            key.fingerprint(&*PROCESS_KEY)
+        );
         let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cell) = reg.get(&id).and_then(Weak::upgrade) {
             return Ok(cell);

@@ -124,6 +124,9 @@ struct OAuthErrorBody {
     error_summary: Option<String>,
 }
 
+/// The most 429 answers one token request waits out before reporting [`Error::RateLimited`].
+const MAX_RATE_LIMITED_TRIES: u32 = 8;
+
 /// Counts token requests as they go on the wire (retries included).
 pub(crate) trait RequestCounter: Send + Sync {
     fn sent(&self);
@@ -139,6 +142,7 @@ pub(crate) async fn exchange(
     let cfg = http.config();
     let mut attempt = 0u32;
     let mut waited = Duration::ZERO;
+    let mut rate_limited = 0u32;
     loop {
         let mut rb = http
             .inner
@@ -162,8 +166,16 @@ pub(crate) async fn exchange(
                     return parse_token(&body, sent_at);
                 }
                 if status.as_u16() == 429 {
-                    let wait = crate::http::retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                    if waited + wait > cfg.max_rate_limit_wait {
+                    // A `Retry-After` of 0 or in the past must not become a tight loop: wait at
+                    // least a growing floor, and give up after a bounded number of tries.
+                    let floor = Duration::from_millis(100 << rate_limited.min(6));
+                    let wait = crate::http::retry_after(&headers)
+                        .unwrap_or(Duration::from_secs(1))
+                        .max(floor);
+                    rate_limited += 1;
+                    if waited + wait > cfg.max_rate_limit_wait
+                        || rate_limited > MAX_RATE_LIMITED_TRIES
+                    {
                         return Err(Error::RateLimited {
                             retry_after: Some(wait),
                         });
