@@ -1,9 +1,11 @@
-//! Local emulator of the OAuth token servers used by the SDK's tests.
+//! Local emulator of the servers the SDK talks to.
 //!
-//! [`Sandbox::start`] binds `127.0.0.1:0` on the caller's tokio runtime and
-//! serves an Okta-like password-grant endpoint, an MSK-like
-//! client-credentials endpoint, a bearer-protected resource and a small
-//! admin API. The server stops when the [`Sandbox`] is dropped.
+//! [`Sandbox::start`] binds `127.0.0.1:0` on the caller's tokio runtime and serves an
+//! Okta-like password-grant endpoint, an MSK-like client-credentials endpoint, SMART Backend
+//! Services and App Launch authorization servers, the CIBMTR Direct FHIR API, an MSK-like
+//! (Blaze) and an Aidbox-like FHIR store, a bearer-protected resource and a small admin API.
+//! Any route can be given a [`Fault`]: another status, a slow answer, or a connection closed
+//! without a response. The server stops when the [`Sandbox`] is dropped.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,19 +17,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 mod app_launch;
+mod cibmtr;
+mod faults;
+mod fhir;
 mod smart;
 pub use app_launch::SmartAppCredentials;
+pub use cibmtr::CridResponseShape;
+pub(crate) use faults::apply_fault;
+pub use faults::{DropMode, Fault, Route};
+pub use fhir::Store;
 pub use smart::BackendCredentials;
 
 const OKTA_PATH: &str = "/oauth2/aussandbox/v1/token";
@@ -36,6 +45,8 @@ const MSK_PATH: &str = "/msk-apim/external/msk-oidc/oauth2/token";
 /// Behaviour settings of a [`Sandbox`].
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
+    /// Port to listen on at 127.0.0.1 (default 0: any free port; see [`SandboxUrls::base`]).
+    pub port: u16,
     /// Lifetime of Okta access tokens (default 1800 s).
     pub okta_token_ttl: Duration,
     /// Lifetime of MSK access tokens (default 3600 s).
@@ -53,11 +64,20 @@ pub struct SandboxConfig {
     /// Issue a new refresh token on every refresh, invalidating the presented one (default
     /// true). When false, refresh responses carry no refresh token and the old one stays valid.
     pub rotate_refresh_tokens: bool,
+    /// Shape of the CIBMTR CRID registration response (default [`CridResponseShape::PerfectMatch`]).
+    pub crid_response: CridResponseShape,
+    /// Answer a CIBMTR Patient create with an empty body, so the new id is only in the
+    /// `Location` header (default false).
+    pub patient_id_only_in_location: bool,
+    /// Accept transaction Bundles at the CIBMTR FHIR root (default true; false answers 400
+    /// like the guide's "cannot accept resources formatted as a bundle").
+    pub accept_bundles: bool,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
+            port: 0,
             okta_token_ttl: Duration::from_secs(1800),
             msk_token_ttl: Duration::from_secs(3600),
             okta_rate_per_second: 4,
@@ -66,6 +86,9 @@ impl Default for SandboxConfig {
             smart_token_ttl: Duration::from_secs(3600),
             deny_authorization: false,
             rotate_refresh_tokens: true,
+            crid_response: CridResponseShape::default(),
+            patient_id_only_in_location: false,
+            accept_bundles: true,
         }
     }
 }
@@ -162,34 +185,15 @@ pub struct SandboxUrls {
     pub smart_authorize: String,
     /// Dynamic client registration endpoint (RFC 7591).
     pub smart_register: String,
-}
-
-/// A route that can carry an injected [`Fault`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// The Okta token endpoint.
-    OktaToken,
-    /// The MSK token endpoint.
-    MskToken,
-    /// The protected resource.
-    Protected,
-    /// The SMART Backend Services token endpoint.
-    SmartToken,
-}
-
-/// An injected failure or delay on a route.
-#[derive(Clone, Debug, Default)]
-pub struct Fault {
-    /// Status to answer instead of the real answer (0 = only delay, then answer normally).
-    pub status: u16,
-    /// Headers of the faulted answer.
-    pub headers: Vec<(String, String)>,
-    /// Body of the faulted answer.
-    pub body: String,
-    /// Sleep before answering.
-    pub delay: Duration,
-    /// Number of requests the fault applies to; 0 = until cleared.
-    pub times: u32,
+    /// CIBMTR Direct FHIR API base (`{base}/cibmtr/v1`): `PUT {cibmtr_base}/CRID` and the FHIR
+    /// resources.
+    pub cibmtr_base: String,
+    /// The same CIBMTR FHIR API under the `/r3` root of later guide versions.
+    pub cibmtr_fhir_r3: String,
+    /// MSK-like (Blaze, R4) FHIR base; needs an MSK token and `researchstudy` on every request.
+    pub msk_fhir: String,
+    /// Aidbox-like (R4) FHIR base; needs a SMART Backend Services token.
+    pub aidbox_fhir: String,
 }
 
 struct TokenInfo {
@@ -213,8 +217,10 @@ struct Inner {
     issued: AtomicU64,
     generation: AtomicU64,
     tokens: Mutex<HashMap<String, TokenInfo>>,
-    faults: Mutex<HashMap<Route, Fault>>,
+    faults: faults::FaultTable,
     rate: Mutex<RateState>,
+    stores: fhir::Stores,
+    crids: Mutex<cibmtr::CridRegistry>,
     base: String,
     smart: Mutex<smart::SmartState>,
     app: Mutex<app_launch::AppState>,
@@ -229,19 +235,6 @@ impl Inner {
             .entry(client_id.to_string())
             .or_default() += 1;
         self.requests_total.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn take_fault(&self, route: Route) -> Option<Fault> {
-        let mut faults = self.faults.lock().unwrap();
-        let f = faults.get_mut(&route)?;
-        let out = f.clone();
-        if f.times > 0 {
-            f.times -= 1;
-            if f.times == 0 {
-                faults.remove(&route);
-            }
-        }
-        Some(out)
     }
 
     fn issue(&self, client_id: &str, scope: &str, ttl: Duration) -> String {
@@ -269,7 +262,8 @@ pub struct Sandbox {
     /// Registered credentials.
     pub credentials: SandboxCredentials,
     inner: Arc<Inner>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Dropping it (with the sandbox) stops the accept loop and every connection.
+    _shutdown: watch::Sender<()>,
 }
 
 impl fmt::Debug for Sandbox {
@@ -290,9 +284,10 @@ fn random_string(n: usize) -> String {
 }
 
 impl Sandbox {
-    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    /// Binds `127.0.0.1:{config.port}` and serves on the current tokio runtime.
     pub async fn start(config: SandboxConfig) -> std::io::Result<Sandbox> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let base = format!("http://{addr}");
         let urls = SandboxUrls {
@@ -305,6 +300,10 @@ impl Sandbox {
             smart_configuration: format!("{base}{}", smart::DISCOVERY_PATH),
             smart_authorize: format!("{base}{}", app_launch::AUTHORIZE_PATH),
             smart_register: format!("{base}{}", app_launch::REGISTER_PATH),
+            cibmtr_base: format!("{base}{}", cibmtr::PATH),
+            cibmtr_fhir_r3: format!("{base}{}/r3", cibmtr::PATH),
+            msk_fhir: format!("{base}{}", fhir::MSK_PATH),
+            aidbox_fhir: format!("{base}{}", fhir::AIDBOX_PATH),
             base,
         };
         let (backend_pem, backend_jwks, backend_kid) = smart::generate_es384();
@@ -366,8 +365,10 @@ impl Sandbox {
             issued: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             tokens: Mutex::new(HashMap::new()),
-            faults: Mutex::new(HashMap::new()),
+            faults: faults::FaultTable::default(),
             rate: Mutex::new(RateState::default()),
+            stores: fhir::Stores::default(),
+            crids: Mutex::new(cibmtr::CridRegistry::default()),
             base: urls.base.clone(),
             smart: Mutex::new(smart_state),
             app: Mutex::new(app_state),
@@ -387,20 +388,24 @@ impl Sandbox {
                 "/admin/faults",
                 post(admin_set_fault).delete(admin_clear_faults),
             )
+            .route(cibmtr::PATH, any(cibmtr::handle))
+            .route(&format!("{}/", cibmtr::PATH), any(cibmtr::handle))
+            .route(&format!("{}/{{*rest}}", cibmtr::PATH), any(cibmtr::handle))
+            .route(fhir::MSK_PATH, any(fhir::msk))
+            .route(&format!("{}/{{*rest}}", fhir::MSK_PATH), any(fhir::msk))
+            .route(fhir::AIDBOX_PATH, any(fhir::aidbox))
+            .route(
+                &format!("{}/{{*rest}}", fhir::AIDBOX_PATH),
+                any(fhir::aidbox),
+            )
             .with_state(inner.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (shutdown, stopped) = watch::channel(());
+        faults::spawn_server(listener, router, stopped);
         Ok(Sandbox {
             urls,
             credentials,
             inner,
-            shutdown: Some(tx),
+            _shutdown: shutdown,
         })
     }
 
@@ -427,12 +432,42 @@ impl Sandbox {
 
     /// Sets the fault on `route`, replacing any previous one.
     pub fn set_fault(&self, route: Route, fault: Fault) {
-        self.inner.faults.lock().unwrap().insert(route, fault);
+        self.inner.faults.set(route, fault);
     }
 
     /// Removes every fault.
     pub fn clear_faults(&self) {
-        self.inner.faults.lock().unwrap().clear();
+        self.inner.faults.clear();
+    }
+
+    /// Requests that reached `route` so far, faulted or not, successful or not.
+    pub fn requests(&self, route: Route) -> u64 {
+        self.inner.faults.requests(route)
+    }
+
+    /// Distinct patients registered through `PUT /CRID` (one per CRID handed out).
+    pub fn crids_registered(&self) -> usize {
+        self.inner.crids.lock().unwrap().len()
+    }
+
+    /// Patients stored by the CIBMTR API (as stored: redacted, with server ids).
+    pub fn patients(&self) -> Vec<Value> {
+        self.resources_of(Store::Cibmtr, "Patient")
+    }
+
+    /// Observations stored by the CIBMTR API.
+    pub fn observations(&self) -> Vec<Value> {
+        self.resources_of(Store::Cibmtr, "Observation")
+    }
+
+    /// Every resource held by `store`, in creation order (current versions).
+    pub fn fhir_resources(&self, store: Store) -> Vec<Value> {
+        self.inner.stores.get(store).lock().unwrap().all()
+    }
+
+    fn resources_of(&self, store: Store, rtype: &str) -> Vec<Value> {
+        let store = self.inner.stores.get(store).lock().unwrap();
+        store.of_type(rtype).cloned().collect()
     }
 
     /// Registers (or replaces) a SMART Backend Services client with its public JWKS
@@ -451,14 +486,6 @@ impl Sandbox {
     /// Makes every access token issued so far invalid.
     pub fn revoke_all_tokens(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -531,23 +558,26 @@ fn epoch_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Applies the fault on `route`; returns a response if it replaces the answer.
-async fn apply_fault(inner: &Inner, route: Route) -> Option<Response> {
-    let fault = inner.take_fault(route)?;
-    if !fault.delay.is_zero() {
-        tokio::time::sleep(fault.delay).await;
-    }
-    if fault.status == 0 {
-        return None;
-    }
-    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, fault.body).into_response();
-    for (k, v) in fault.headers {
-        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-            resp.headers_mut().append(k, v);
-        }
-    }
-    Some(resp)
+/// The client id of the valid (known, unexpired, unrevoked) bearer token in `headers`.
+pub(crate) fn bearer_client(inner: &Inner, headers: &HeaderMap) -> Option<String> {
+    valid_bearer(inner, headers).map(|(client_id, _)| client_id)
+}
+
+/// Client id and scope of the valid bearer token in `headers`.
+fn valid_bearer(inner: &Inner, headers: &HeaderMap) -> Option<(String, String)> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))?
+        .1
+        .trim();
+    let generation = inner.generation.load(Ordering::SeqCst);
+    let tokens = inner.tokens.lock().unwrap();
+    let info = tokens.get(token)?;
+    (info.generation == generation && info.expires_at > Instant::now())
+        .then(|| (info.client_id.clone(), info.scope.clone()))
 }
 
 // ---------- handlers ----------
@@ -721,24 +751,11 @@ async fn protected(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respo
     if let Some(resp) = apply_fault(&inner, Route::Protected).await {
         return resp;
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
-    if let Some(token) = token {
-        let generation = inner.generation.load(Ordering::SeqCst);
-        let tokens = inner.tokens.lock().unwrap();
-        if let Some(info) = tokens.get(&token)
-            && info.generation == generation
-            && info.expires_at > Instant::now()
-        {
-            return json_response(
-                StatusCode::OK,
-                json!({"client_id": info.client_id, "scope": info.scope}),
-            );
-        }
+    if let Some((client_id, scope)) = valid_bearer(&inner, &headers) {
+        return json_response(
+            StatusCode::OK,
+            json!({"client_id": client_id, "scope": scope}),
+        );
     }
     let mut resp = json_response(StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"}));
     resp.headers_mut().insert(
@@ -756,12 +773,17 @@ async fn admin_stats(State(inner): State<Arc<Inner>>) -> Response {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    let routes: serde_json::Map<String, Value> = Route::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(inner.faults.requests(*r))))
+        .collect();
     json_response(
         StatusCode::OK,
         json!({
             "token_requests": requests,
             "token_requests_total": inner.requests_total.load(Ordering::SeqCst),
             "tokens_issued": inner.issued.load(Ordering::SeqCst),
+            "routes": routes,
         }),
     )
 }
@@ -784,6 +806,11 @@ struct FaultRequest {
     delay_ms: u64,
     #[serde(default)]
     times: u32,
+    /// `"before"` or `"after"`.
+    #[serde(default)]
+    drop_connection: Option<String>,
+    #[serde(default)]
+    share: f64,
 }
 
 async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
@@ -791,18 +818,14 @@ async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Respon
         Ok(r) => r,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
-    let route = match req.route.as_str() {
-        "okta_token" => Route::OktaToken,
-        "msk_token" => Route::MskToken,
-        "protected" => Route::Protected,
-        "smart_token" => Route::SmartToken,
-        other => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("unknown route {other:?}"),
-            );
-        }
+    let route: Route = match req.route.parse() {
+        Ok(r) => r,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+    };
+    let drop_connection = match req.drop_connection.as_deref().map(str::parse::<DropMode>) {
+        None => None,
+        Some(Ok(mode)) => Some(mode),
+        Some(Err(e)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
     };
     let fault = Fault {
         status: req.status,
@@ -810,12 +833,14 @@ async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Respon
         body: req.body,
         delay: Duration::from_millis(req.delay_ms),
         times: req.times,
+        drop_connection,
+        share: req.share,
     };
-    inner.faults.lock().unwrap().insert(route, fault);
+    inner.faults.set(route, fault);
     StatusCode::NO_CONTENT.into_response()
 }
 
 async fn admin_clear_faults(State(inner): State<Arc<Inner>>) -> StatusCode {
-    inner.faults.lock().unwrap().clear();
+    inner.faults.clear();
     StatusCode::NO_CONTENT
 }

@@ -1,0 +1,331 @@
+//! Injected faults and the connection layer that can honour them.
+//!
+//! A [`Fault`] on a [`Route`] can answer with another status, slow the answer down, or close
+//! the TCP connection without any HTTP response. `axum::serve` cannot do the last, so the
+//! sandbox runs its own accept loop: every connection gets a kill switch that a handler can
+//! pull (through a task-local), and the connection task then drops the connection future,
+//! which closes the socket.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tower::ServiceExt;
+
+use crate::Inner;
+
+/// A route that can carry an injected [`Fault`]; each also has a request counter
+/// ([`Sandbox::requests`](crate::Sandbox::requests)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The Okta token endpoint.
+    OktaToken,
+    /// The MSK token endpoint.
+    MskToken,
+    /// The protected resource.
+    Protected,
+    /// The SMART token endpoint (Backend Services and App Launch grants).
+    SmartToken,
+    /// CIBMTR `PUT /CRID`.
+    Crid,
+    /// CIBMTR `POST /Patient`.
+    PatientCreate,
+    /// CIBMTR `GET /Patient` search and `GET /Patient/{id}` read.
+    PatientSearch,
+    /// CIBMTR `POST /Observation`, and `POST` of a transaction Bundle to the FHIR root.
+    ObservationCreate,
+    /// CIBMTR `GET /Observation` search (next pages included) and `GET /Observation/{id}`.
+    ObservationSearch,
+    /// Any request to the MSK-like FHIR store.
+    MskFhir,
+    /// Any request to the Aidbox-like FHIR store.
+    AidboxFhir,
+}
+
+impl Route {
+    /// Every route, in a stable order.
+    pub const ALL: [Route; 11] = [
+        Route::OktaToken,
+        Route::MskToken,
+        Route::Protected,
+        Route::SmartToken,
+        Route::Crid,
+        Route::PatientCreate,
+        Route::PatientSearch,
+        Route::ObservationCreate,
+        Route::ObservationSearch,
+        Route::MskFhir,
+        Route::AidboxFhir,
+    ];
+
+    /// The snake_case name used by the admin API (`okta_token`, `observation_create`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::OktaToken => "okta_token",
+            Route::MskToken => "msk_token",
+            Route::Protected => "protected",
+            Route::SmartToken => "smart_token",
+            Route::Crid => "crid",
+            Route::PatientCreate => "patient_create",
+            Route::PatientSearch => "patient_search",
+            Route::ObservationCreate => "observation_create",
+            Route::ObservationSearch => "observation_search",
+            Route::MskFhir => "msk_fhir",
+            Route::AidboxFhir => "aidbox_fhir",
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Route {
+    type Err = String;
+
+    /// Parses the snake_case [`Route::name`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Route::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown route {s:?}"))
+    }
+}
+
+/// When a dropped connection happens relative to the request's effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropMode {
+    /// Close the connection before the request has any effect.
+    BeforeProcessing,
+    /// Process the request completely (e.g. store the resource), then close the connection
+    /// instead of sending the response.
+    AfterProcessing,
+}
+
+impl FromStr for DropMode {
+    type Err = String;
+
+    /// Parses `before` or `after`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "before" => Ok(DropMode::BeforeProcessing),
+            "after" => Ok(DropMode::AfterProcessing),
+            other => Err(format!(
+                "drop_connection must be \"before\" or \"after\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// An injected failure or delay on a route.
+///
+/// A request the fault hits first sleeps for `delay`; then, if `drop_connection` is set, the
+/// connection is closed (before or after processing) and `status` is ignored; otherwise a
+/// non-zero `status` answers with `status`, `headers` and `body`, and status 0 answers normally.
+#[derive(Clone, Debug, Default)]
+pub struct Fault {
+    /// Status to answer instead of the real answer (0 = only delay, then answer normally).
+    pub status: u16,
+    /// Headers of the faulted answer.
+    pub headers: Vec<(String, String)>,
+    /// Body of the faulted answer.
+    pub body: String,
+    /// Sleep before answering.
+    pub delay: Duration,
+    /// Number of requests the fault hits before it clears itself; 0 = until cleared.
+    pub times: u32,
+    /// Close the TCP connection without any HTTP response.
+    pub drop_connection: Option<DropMode>,
+    /// Fraction of the route's requests the fault hits, chosen at random; 0.0 (the default)
+    /// or anything ≥ 1.0 means every request. Only hit requests count towards `times`.
+    pub share: f64,
+}
+
+impl Fault {
+    /// Whether this request is one the fault hits.
+    fn hits(&self) -> bool {
+        if self.share > 0.0 && self.share < 1.0 {
+            rand::thread_rng().gen_bool(self.share)
+        } else {
+            true
+        }
+    }
+}
+
+/// Faults by route and the per-route request counters.
+#[derive(Default)]
+pub(crate) struct FaultTable {
+    faults: std::sync::Mutex<HashMap<Route, Fault>>,
+    requests: std::sync::Mutex<HashMap<Route, u64>>,
+}
+
+impl FaultTable {
+    pub(crate) fn set(&self, route: Route, fault: Fault) {
+        self.faults.lock().unwrap().insert(route, fault);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+
+    pub(crate) fn requests(&self, route: Route) -> u64 {
+        self.requests
+            .lock()
+            .unwrap()
+            .get(&route)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts a request on `route` and returns the fault if it hits this request.
+    fn take(&self, route: Route) -> Option<Fault> {
+        *self.requests.lock().unwrap().entry(route).or_default() += 1;
+        let mut faults = self.faults.lock().unwrap();
+        let fault = faults.get_mut(&route)?;
+        if !fault.hits() {
+            return None;
+        }
+        let out = fault.clone();
+        if fault.times > 0 {
+            fault.times -= 1;
+            if fault.times == 0 {
+                faults.remove(&route);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Counts a request on `route` and applies its fault, if any hits. Returns the response that
+/// replaces the real answer; `None` means "answer normally". Each handler calls this exactly
+/// once, before doing anything with the request.
+pub(crate) async fn apply_fault(inner: &Inner, route: Route) -> Option<Response> {
+    let fault = inner.faults.take(route)?;
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    match fault.drop_connection {
+        Some(DropMode::BeforeProcessing) => return Some(sever_now().await),
+        Some(DropMode::AfterProcessing) => {
+            if CONNECTION
+                .try_with(|c| c.drop_after.store(true, Ordering::SeqCst))
+                .is_err()
+            {
+                return Some(no_kill_switch());
+            }
+            return None;
+        }
+        None => {}
+    }
+    if fault.status == 0 {
+        return None;
+    }
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, fault.body).into_response();
+    for (k, v) in fault.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    Some(resp)
+}
+
+/// Pulls the connection's kill switch and never completes (the connection task drops this
+/// future together with the connection).
+async fn sever_now() -> Response {
+    if CONNECTION.try_with(|c| c.kill.notify_one()).is_err() {
+        return no_kill_switch();
+    }
+    std::future::pending().await
+}
+
+fn no_kill_switch() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "sandbox: drop_connection needs the sandbox's own connection loop",
+    )
+        .into_response()
+}
+
+/// Per-request handle on the connection that carries it.
+struct RequestCtl {
+    kill: Arc<Notify>,
+    drop_after: AtomicBool,
+}
+
+tokio::task_local! {
+    static CONNECTION: Arc<RequestCtl>;
+}
+
+/// Serves `router` on `listener` until `shutdown` changes or its sender is dropped. HTTP/1.1
+/// with keep-alive; on shutdown the listener is closed at once and every connection is told to
+/// finish its current request (at most one second) and close.
+pub(crate) fn spawn_server(listener: TcpListener, router: Router, shutdown: watch::Receiver<()>) {
+    tokio::spawn(async move {
+        let mut stop = shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+                    }
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
+
+async fn serve_connection(stream: TcpStream, router: Router, mut shutdown: watch::Receiver<()>) {
+    let kill = Arc::new(Notify::new());
+    let service = {
+        let kill = kill.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let ctl = Arc::new(RequestCtl {
+                kill: kill.clone(),
+                drop_after: AtomicBool::new(false),
+            });
+            let router = router.clone();
+            CONNECTION.scope(ctl.clone(), async move {
+                let resp = match router.oneshot(req.map(Body::new)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
+                if ctl.drop_after.load(Ordering::SeqCst) {
+                    ctl.kill.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(resp)
+            })
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        // Returning drops `conn` and with it the socket: the client gets no response at all.
+        _ = kill.notified() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
+}
