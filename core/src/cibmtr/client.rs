@@ -457,7 +457,7 @@ impl CibmtrClient {
             let found = self
                 .inner
                 .fhir
-                .search_all("Patient", &patient_search_params(crid, ccn, family))
+                .search_all("Patient", &pairs(&patient_search_params(crid, ccn, family)))
                 .await?;
             if let Some(p) = found.into_iter().find(|p| patient_matches(p, crid, ccn)) {
                 return Ok(Some(p));
@@ -520,11 +520,21 @@ impl CibmtrClient {
         mut check_first: bool,
     ) -> Result<(ItemStatus, String)> {
         let mut attempt = 0;
+        // Whether an earlier POST of ours may have been processed although its answer was lost:
+        // then finding the identifier means we created it.
+        let mut posted = false;
         loop {
+            let mut sending = false;
             let result = async {
                 if check_first && let Some(id) = self.find_by_submission_id(sid).await? {
-                    return Ok((ItemStatus::AlreadyPresent, id));
+                    let status = if posted {
+                        ItemStatus::Created
+                    } else {
+                        ItemStatus::AlreadyPresent
+                    };
+                    return Ok((status, id));
                 }
+                sending = true;
                 let created = self.inner.fhir.create(obs).await?;
                 Ok((ItemStatus::Created, resource_id(&created)?))
             }
@@ -535,6 +545,7 @@ impl CibmtrClient {
                         attempt,
                         "lab submission failed ({e}); checking and retrying"
                     );
+                    posted |= sending && !matches!(e, Error::RateLimited { .. });
                     tokio::time::sleep(item_wait(&e, attempt)).await;
                     // The POST may have reached the server: look before posting again.
                     check_first = true;
@@ -549,7 +560,10 @@ impl CibmtrClient {
         let page = self
             .inner
             .fhir
-            .search_page("Observation", &observation_search_by_submission_id(sid))
+            .search_page(
+                "Observation",
+                &pairs(&observation_search_by_submission_id(sid)),
+            )
             .await?;
         let first = page
             .get("entry")
@@ -726,7 +740,7 @@ impl CibmtrClient {
         let mut out = HashMap::new();
         let mut params = observation_search_by_crid(crid);
         params.push(("_count".into(), "1000".into()));
-        let mut stream = self.inner.fhir.search("Observation", &params);
+        let mut stream = self.inner.fhir.search("Observation", &pairs(&params));
         while let Some(obs) = stream.next().await {
             let obs = obs?;
             if let (Some(id), Some(sid)) = (
@@ -837,6 +851,14 @@ impl CibmtrClient {
             )
             .await
     }
+}
+
+/// Borrowed query pairs for the FHIR client.
+fn pairs(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 fn other_family(f: UriFamily) -> UriFamily {

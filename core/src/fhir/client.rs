@@ -230,11 +230,7 @@ impl FhirClient {
     }
 
     /// One page of a search: the `searchset` Bundle as the server sent it.
-    pub async fn search_page<K: AsRef<str>, V: AsRef<str>>(
-        &self,
-        resource_type: &str,
-        params: &[(K, V)],
-    ) -> Result<Value> {
+    pub async fn search_page(&self, resource_type: &str, params: &[(&str, &str)]) -> Result<Value> {
         check_segment("resource_type", resource_type)?;
         let url = self.url(resource_type, params)?;
         self.get_bundle(url).await
@@ -255,17 +251,16 @@ impl FhirClient {
     /// Searches and streams the matching resources (`entry[].resource` with
     /// `search.mode` other than `include`), following `next` links one page at a time, so memory
     /// stays flat however many pages there are.
-    pub fn search<K: AsRef<str>, V: AsRef<str>>(
-        &self,
-        resource_type: &str,
-        params: &[(K, V)],
-    ) -> ResourceStream {
+    pub fn search(&self, resource_type: &str, params: &[(&str, &str)]) -> ResourceStream {
         let first = check_segment("resource_type", resource_type)
             .and_then(|_| self.url(resource_type, params));
         let client = self.clone();
         enum Cursor {
             Next(Url),
-            Buffered(std::vec::IntoIter<Value>, Option<Url>),
+            /// A page's resources, then what follows them: the next page, a refused link, or
+            /// the end.
+            Buffered(std::vec::IntoIter<Value>, Option<Result<Url>>),
+            Failed(Error),
             Done,
         }
         let start = match first {
@@ -280,12 +275,14 @@ impl FhirClient {
                 loop {
                     match cursor {
                         Cursor::Done => return None,
+                        Cursor::Failed(e) => return Some((Err(e), Cursor::Done)),
                         Cursor::Buffered(mut items, next) => {
                             if let Some(item) = items.next() {
                                 return Some((Ok(item), Cursor::Buffered(items, next)));
                             }
                             cursor = match next {
-                                Some(url) => Cursor::Next(url),
+                                Some(Ok(url)) => Cursor::Next(url),
+                                Some(Err(e)) => Cursor::Failed(e),
                                 None => Cursor::Done,
                             };
                         }
@@ -294,11 +291,7 @@ impl FhirClient {
                                 Ok(p) => p,
                                 Err(e) => return Some((Err(e), Cursor::Done)),
                             };
-                            let next = match next_link(&page).map(|l| client.paging_url(l)) {
-                                None => None,
-                                Some(Ok(u)) => Some(u),
-                                Some(Err(e)) => return Some((Err(e), Cursor::Done)),
-                            };
+                            let next = next_link(&page).map(|l| client.paging_url(l));
                             cursor = Cursor::Buffered(bundle_resources(page).into_iter(), next);
                         }
                     }
@@ -308,10 +301,10 @@ impl FhirClient {
     }
 
     /// Collects a whole search into memory. Prefer [`search`](Self::search) for large results.
-    pub async fn search_all<K: AsRef<str>, V: AsRef<str>>(
+    pub async fn search_all(
         &self,
         resource_type: &str,
-        params: &[(K, V)],
+        params: &[(&str, &str)],
     ) -> Result<Vec<Value>> {
         use futures_util::StreamExt;
         let mut out = Vec::new();
