@@ -1,12 +1,24 @@
 //! `cibmtr-fhir`: the command line of the cibmtr-fhir SDK.
+//!
+//! Exit status: 0 success; 1 a server or network error; 2 bad input or configuration;
+//! 3 `labs submit` finished but some rows failed (see the report).
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cibmtr_fhir::auth::{ClientAuthMethod, ClientCredentials, PasswordGrant, TokenStore};
-use cibmtr_fhir::{Error, Secret};
+use cibmtr_fhir::auth::{
+    ClientAuthMethod, ClientCredentials, KeyAlgorithm, PasswordGrant, TokenStore, generate_key,
+};
+use cibmtr_fhir::cibmtr::{Demographics, LabOptions, SubmitOptions};
+use cibmtr_fhir::{Error, ErrorKind};
 use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod demo;
+mod labs;
+mod settings;
+
+use settings::{ConnectionArgs, secret};
 
 #[derive(Parser)]
 #[command(
@@ -15,13 +27,19 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Report to CIBMTR and talk to SMART on FHIR servers without hand-rolled OAuth"
 )]
 struct Cli {
+    /// The profile of the config file to use (default: `default`).
+    #[arg(long, global = true, env = "CIBMTR_PROFILE")]
+    profile: Option<String>,
+    /// The config file (default: $CIBMTR_FHIR_CONFIG or ~/.config/cibmtr-fhir/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the local sandbox in-process and walk through the token engine against it.
+    /// Start the sandbox in-process and run the whole CIBMTR workflow against it.
     Demo,
     /// Serve the local sandbox until interrupted; print its URLs and test credentials as JSON.
     Sandbox {
@@ -35,6 +53,132 @@ enum Command {
     /// Print a valid access token (cached in --store when given). Secrets come from the
     /// environment or a file, never from the command line.
     Token(TokenArgs),
+    /// CRID registration.
+    Crid {
+        #[command(subcommand)]
+        command: CridCommand,
+    },
+    /// The recipient's de-identified Patient.
+    Patient {
+        #[command(subcommand)]
+        command: PatientCommand,
+    },
+    /// Lab results for form 2402.
+    Labs {
+        #[command(subcommand)]
+        command: LabsCommand,
+    },
+    /// Print the Observations CIBMTR holds for a CRID, as JSON.
+    Observations {
+        #[arg(long)]
+        crid: i64,
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+    /// Key pairs for SMART Backend Services.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CridCommand {
+    /// Register a recipient (or find the CRID already registered) and print the CRID. The SSN,
+    /// if any, comes from $CIBMTR_PATIENT_SSN or --ssn-file, never from the command line.
+    Register(Box<CridArgs>),
+}
+
+#[derive(clap::Args)]
+struct CridArgs {
+    #[arg(long)]
+    first_name: String,
+    #[arg(long)]
+    last_name: String,
+    /// YYYY-MM-DD.
+    #[arg(long)]
+    birth_date: String,
+    /// M or F.
+    #[arg(long)]
+    gender: String,
+    #[arg(long)]
+    ssn_file: Option<PathBuf>,
+    /// Race code (repeatable): 1002-5, 2028-9, 2054-5, 2076-8, 2106-3, ASKU, UNK.
+    #[arg(long)]
+    race: Vec<String>,
+    /// 2135-2, 2186-5 or UNK.
+    #[arg(long)]
+    ethnicity: Option<String>,
+    #[arg(long)]
+    nmdp_rid: Option<i64>,
+    #[command(flatten)]
+    conn: ConnectionArgs,
+}
+
+#[derive(Subcommand)]
+enum PatientCommand {
+    /// Print the Patient id for a CRID, creating the Patient only if CIBMTR has none.
+    Ensure {
+        #[arg(long)]
+        crid: i64,
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabsCommand {
+    /// Submit the labs of a CSV file (columns loinc, value, unit, effective; optional
+    /// reference_low, reference_high, comparator, status, display, crid). Rows already at
+    /// CIBMTR are not sent again.
+    Submit {
+        #[arg(long)]
+        csv: PathBuf,
+        /// The recipient; else each row's `crid` column.
+        #[arg(long)]
+        crid: Option<i64>,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Send transaction Bundles of up to 50 (only for servers that accept them).
+        #[arg(long)]
+        bundles: bool,
+        /// Refuse codes outside the form 2402 catalog.
+        #[arg(long)]
+        strict: bool,
+        /// Convert values to the catalog's preferred unit where the conversion is exact.
+        #[arg(long)]
+        convert_units: bool,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Print the JSON report instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a key pair: writes the private key (PKCS#8 PEM, mode 0600) and the public JWKS to
+    /// register with the server, and prints the key id.
+    Generate {
+        #[arg(long, value_enum, default_value = "rs384")]
+        algorithm: Alg,
+        /// Directory for `private-key.pem` and `jwks.json`.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Alg {
+    Rs384,
+    Es384,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,56 +214,172 @@ struct TokenArgs {
     store: Option<PathBuf>,
 }
 
+/// Exit status for "finished, but some rows failed".
+const PARTIAL: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = rt.block_on(async {
-        match cli.command {
-            Command::Demo => demo().await,
-            Command::Sandbox {
-                port,
-                okta_token_ttl,
-            } => serve(port, okta_token_ttl).await,
-            Command::Token(args) => token(args).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match e.kind() {
-                cibmtr_fhir::ErrorKind::Validation | cibmtr_fhir::ErrorKind::Config => 2,
+                ErrorKind::Validation | ErrorKind::Config => 2,
                 _ => 1,
             })
         }
     }
 }
 
-fn secret(field: &str, file: Option<&PathBuf>, var: &str) -> Result<Secret, Error> {
-    if let Some(path) = file {
-        let s = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            message: format!("cannot read {field} file {}: {e}", path.display()),
-        })?;
-        return Ok(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()));
+async fn run(cli: Cli) -> Result<u8, Error> {
+    let profile = || settings::load_profile(cli.config.as_deref(), cli.profile.as_deref());
+    match cli.command {
+        Command::Demo => demo::run().await.map(|_| 0),
+        Command::Sandbox {
+            port,
+            okta_token_ttl,
+        } => serve(port, okta_token_ttl).await.map(|_| 0),
+        Command::Token(args) => token(args).await.map(|_| 0),
+        Command::Crid {
+            command: CridCommand::Register(a),
+        } => {
+            let conn = a.conn.clone().merged(profile()?);
+            let ssn = match &a.ssn_file {
+                Some(_) => Some(secret("ssn", a.ssn_file.as_deref(), "CIBMTR_PATIENT_SSN")?),
+                None => std::env::var("CIBMTR_PATIENT_SSN").ok().map(Into::into),
+            };
+            let d = Demographics {
+                ssn,
+                race: a.race.clone(),
+                ethnicity: a.ethnicity.clone(),
+                nmdp_rid: a.nmdp_rid,
+                ..Demographics::new(&a.first_name, &a.last_name, &a.birth_date, &a.gender)
+            };
+            let auth = conn.password_grant()?;
+            let client = conn.cibmtr_client(&auth, LabOptions::default())?;
+            println!("{}", client.register_crid(&d).await?);
+            Ok(0)
+        }
+        Command::Patient {
+            command: PatientCommand::Ensure { crid, conn },
+        } => {
+            let conn = conn.merged(profile()?);
+            let auth = conn.password_grant()?;
+            let client = conn.cibmtr_client(&auth, LabOptions::default())?;
+            println!("{}", client.ensure_patient(crid).await?);
+            Ok(0)
+        }
+        Command::Labs {
+            command:
+                LabsCommand::Submit {
+                    csv,
+                    crid,
+                    concurrency,
+                    bundles,
+                    strict,
+                    convert_units,
+                    report,
+                    json,
+                    no_progress,
+                    conn,
+                },
+        } => {
+            let conn = conn.merged(profile()?);
+            let auth = conn.password_grant()?;
+            let client = conn.cibmtr_client(
+                &auth,
+                LabOptions {
+                    strict,
+                    convert_units,
+                },
+            )?;
+            let options = SubmitOptions {
+                concurrency,
+                use_bundles: bundles,
+                ..Default::default()
+            };
+            let progress =
+                !no_progress && !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let out = labs::submit_csv(&client, &csv, crid, options, progress).await?;
+            if let Some(path) = report {
+                let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+                std::fs::write(&path, text).map_err(|e| Error::Config {
+                    message: format!(
+                        "cannot write the report to {}: {}",
+                        path.display(),
+                        e.kind()
+                    ),
+                })?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else {
+                labs::print_summary(&out);
+            }
+            Ok(if out["failed"].as_u64().unwrap_or(0) > 0 {
+                PARTIAL
+            } else {
+                0
+            })
+        }
+        Command::Observations { crid, conn } => {
+            let conn = conn.merged(profile()?);
+            let auth = conn.password_grant()?;
+            let client = conn.cibmtr_client(&auth, LabOptions::default())?;
+            let all = client.observations(crid).await?;
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            Ok(0)
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { algorithm, out_dir },
+        } => keys(algorithm, &out_dir).map(|_| 0),
     }
-    std::env::var(var)
-        .map(Secret::new)
-        .map_err(|_| Error::Validation {
-            field: field.into(),
-            rule: format!(
-                "is required: set ${var} or pass --{}-file",
-                field.replace('_', "-")
-            ),
-        })
+}
+
+fn keys(alg: Alg, dir: &std::path::Path) -> Result<(), Error> {
+    let key = generate_key(match alg {
+        Alg::Rs384 => KeyAlgorithm::RS384,
+        Alg::Es384 => KeyAlgorithm::ES384,
+    })?;
+    let io = |e: std::io::Error| Error::Config {
+        message: format!("cannot write to {}: {}", dir.display(), e.kind()),
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let pem_path = dir.join("private-key.pem");
+    write_private(&pem_path, key.private_pem.expose().as_bytes()).map_err(io)?;
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(
+        &jwks_path,
+        serde_json::to_string_pretty(&key.jwks).unwrap_or_default(),
+    )
+    .map_err(io)?;
+    println!("{}", key.key_id);
+    eprintln!(
+        "wrote {} (keep it secret) and {} (register it with the server)",
+        pem_path.display(),
+        jwks_path.display()
+    );
+    Ok(())
+}
+
+/// Creates `path` readable by its owner only, refusing to overwrite an existing key.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(bytes)
 }
 
 async fn token(a: TokenArgs) -> Result<(), Error> {
     let client_secret = secret(
         "client_secret",
-        a.client_secret_file.as_ref(),
+        a.client_secret_file.as_deref(),
         "CIBMTR_CLIENT_SECRET",
     )?;
     let store = a.store.map(TokenStore::File).unwrap_or_default();
@@ -129,7 +389,7 @@ async fn token(a: TokenArgs) -> Result<(), Error> {
                 field: "username".into(),
                 rule: "is required for the password flow (--username or $CIBMTR_USERNAME)".into(),
             })?;
-            let password = secret("password", a.password_file.as_ref(), "CIBMTR_PASSWORD")?;
+            let password = secret("password", a.password_file.as_deref(), "CIBMTR_PASSWORD")?;
             let mut b =
                 PasswordGrant::builder(a.token_url, a.client_id, client_secret, username, password)
                     .token_store(store);
@@ -154,27 +414,24 @@ async fn token(a: TokenArgs) -> Result<(), Error> {
 }
 
 async fn serve(port: u16, ttl: u64) -> Result<(), Error> {
-    if port != 0 {
-        return Err(Error::Validation {
-            field: "port".into(),
-            rule: "only 0 (a free port on 127.0.0.1) is supported by this version".into(),
-        });
-    }
     let sb = Sandbox::start(SandboxConfig {
+        port,
         okta_token_ttl: Duration::from_secs(ttl),
         ..Default::default()
     })
     .await
     .map_err(|e| Error::Config {
-        message: format!("cannot start the sandbox: {e}"),
+        message: format!("cannot start the sandbox on 127.0.0.1:{port}: {e}"),
     })?;
     let c = &sb.credentials;
     // These are the sandbox's own throw-away test credentials; printing them is the point.
     let info = serde_json::json!({
         "base": sb.urls.base, "admin": sb.urls.admin, "protected": sb.urls.protected,
+        "cibmtr_base": sb.urls.cibmtr_base, "msk_fhir": sb.urls.msk_fhir, "aidbox_fhir": sb.urls.aidbox_fhir,
         "okta": {"token_url": c.okta.token_url, "client_id": c.okta.client_id, "client_secret": c.okta.client_secret,
                  "username": c.okta.username, "password": c.okta.password, "scope": c.okta.scope},
         "msk": {"token_url": c.msk.token_url, "client_id": c.msk.client_id, "client_secret": c.msk.client_secret, "scope": c.msk.scope},
+        "ccn": "12345",
     });
     println!(
         "{}",
@@ -182,116 +439,5 @@ async fn serve(port: u16, ttl: u64) -> Result<(), Error> {
     );
     eprintln!("sandbox serving on {}; Ctrl-C to stop", sb.urls.base);
     let _ = tokio::signal::ctrl_c().await;
-    Ok(())
-}
-
-async fn demo() -> Result<(), Error> {
-    let sb = Sandbox::start(SandboxConfig {
-        okta_token_ttl: Duration::from_secs(3),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| Error::Config {
-        message: format!("cannot start the sandbox: {e}"),
-    })?;
-    println!("cibmtr-fhir demo — sandbox on {}", sb.urls.base);
-    let c = &sb.credentials.okta;
-    let okta = PasswordGrant::builder(
-        &c.token_url,
-        &c.client_id,
-        c.client_secret.as_str(),
-        &c.username,
-        c.password.as_str(),
-    )
-    .scope(&c.scope)
-    .build()?;
-
-    println!(
-        "\n1. Okta password grant (CIBMTR): first token() asks the server, the next 10,000 are cached"
-    );
-    let t0 = Instant::now();
-    okta.token().await?;
-    for _ in 0..10_000 {
-        okta.token().await?;
-    }
-    println!(
-        "   10,001 calls in {:.1} ms -> {} token request(s) at the server",
-        t0.elapsed().as_secs_f64() * 1e3,
-        sb.token_requests(&c.client_id)
-    );
-
-    println!("\n2. 500 concurrent callers after invalidate(): single flight");
-    okta.invalidate();
-    let before = sb.token_requests(&c.client_id);
-    let tasks: Vec<_> = (0..500)
-        .map(|_| {
-            let a = okta.clone();
-            tokio::spawn(async move { a.token().await.map(|_| ()) })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| Error::Config {
-            message: e.to_string(),
-        })??;
-    }
-    println!(
-        "   500 callers -> {} token request(s)",
-        sb.token_requests(&c.client_id) - before
-    );
-
-    println!(
-        "\n3. 3-second tokens used continuously for 6 s: refreshed ahead of expiry, never expired"
-    );
-    let before = sb.token_requests(&c.client_id);
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while start.elapsed() < Duration::from_secs(6) {
-        okta.token().await?;
-        calls += 1;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    println!(
-        "   {calls} calls -> {} token request(s) (about one per 2.5 s)",
-        sb.token_requests(&c.client_id) - before
-    );
-
-    println!("\n4. Wrong password: refused once, remembered, not retried");
-    let wrong = PasswordGrant::builder(
-        &c.token_url,
-        &c.client_id,
-        c.client_secret.as_str(),
-        &c.username,
-        "wrong",
-    )
-    .scope(&c.scope)
-    .build()?;
-    let before = sb.token_requests(&c.client_id);
-    for _ in 0..3 {
-        if let Err(e) = wrong.token().await {
-            println!("   {e}");
-        }
-    }
-    println!(
-        "   3 attempts -> {} token request(s)",
-        sb.token_requests(&c.client_id) - before
-    );
-
-    println!("\n5. MSK client credentials (secret in the form body, scope=full)");
-    let m = &sb.credentials.msk;
-    let msk = ClientCredentials::builder(&m.token_url, &m.client_id, m.client_secret.as_str())
-        .scope("full")
-        .build()?;
-    let t = msk.token().await?;
-    println!(
-        "   token for scope {:?}, {:?}",
-        t.scope().unwrap_or(""),
-        msk
-    );
-
-    let s = okta.stats();
-    println!(
-        "\nSummary (Okta flow): {} token requests, {} cache hits, {} refreshes, {} failures",
-        s.token_requests, s.cache_hits, s.refreshes, s.failures
-    );
     Ok(())
 }

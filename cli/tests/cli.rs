@@ -8,7 +8,7 @@ fn bin() -> Command {
 }
 
 #[test]
-fn demo_runs_and_shows_single_flight() {
+fn demo_runs_the_whole_workflow() {
     let out = bin().arg("demo").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -16,13 +16,20 @@ fn demo_runs_and_shows_single_flight() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("10,001 calls in"), "{text}");
-    assert!(
-        text.contains("-> 1 token request(s) at the server"),
-        "{text}"
-    );
-    assert!(text.contains("500 callers -> 1 token request(s)"), "{text}");
-    assert!(text.contains("3 attempts -> 1 token request(s)"), "{text}");
+    for expected in [
+        "-> 1 token request(s) at the server",
+        "500 callers after invalidate() -> 1 token request(s)",
+        "3 attempts with a wrong password -> 1 token request(s)",
+        "CRID 9007199254740993; the same demographics again -> 9007199254740993",
+        "Patients on the server: 1",
+        "[\"rc_12345\", \"REDACTED\"]",
+        "line 16: failed: invalid effective",
+        "created 0, already present 14, failed 1 -> 0 new POST(s)",
+        "500 created, 0 already present, 0 failed",
+        "duplicates on the server: 0",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,4 +122,266 @@ fn missing_secret_is_a_usage_error_naming_the_variable() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CIBMTR_CLIENT_SECRET"));
+}
+
+/// The environment a centre would set, pointing at a sandbox; secrets only in the environment.
+fn cibmtr_env(cmd: &mut Command, sb: &Sandbox, store: &std::path::Path) {
+    let o = &sb.credentials.okta;
+    cmd.env("CIBMTR_TOKEN_STORE", store)
+        .env("CIBMTR_TOKEN_URL", &o.token_url)
+        .env("CIBMTR_BASE_URL", &sb.urls.cibmtr_base)
+        .env("CIBMTR_CLIENT_ID", &o.client_id)
+        .env("CIBMTR_USERNAME", &o.username)
+        .env("CIBMTR_SCOPE", &o.scope)
+        .env("CIBMTR_CCN", "12345")
+        .env("CIBMTR_CLIENT_SECRET", &o.client_secret)
+        .env("CIBMTR_PASSWORD", &o.password)
+        .env("CIBMTR_FHIR_CONFIG", "/nonexistent/cibmtr-fhir.toml")
+        .env_remove("CIBMTR_PROFILE");
+}
+
+fn run_ok(cmd: &mut Command) -> (String, String, i32) {
+    let out = cmd.output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+fn example_csv() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/form2402-labs.csv")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_patient_and_labs_submit_twice_submits_nothing_twice() {
+    let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let store = dir.path().join("token.json");
+
+    let mut all_output = String::new();
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    cmd.args([
+        "crid",
+        "register",
+        "--first-name",
+        "Ann",
+        "--last-name",
+        "Smith",
+    ])
+    .args([
+        "--birth-date",
+        "1961-07-04",
+        "--gender",
+        "female",
+        "--race",
+        "2106-3",
+    ])
+    .env("CIBMTR_PATIENT_SSN", "123-45-6789");
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let crid = out.trim().to_owned();
+    assert_eq!(crid, "9007199254740993");
+    all_output += &(out + &err);
+
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    cmd.args(["patient", "ensure", "--crid", &crid]);
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), sb.patients()[0]["id"].as_str().unwrap());
+    all_output += &(out + &err);
+
+    for run in 0..2 {
+        let mut cmd = bin();
+        cibmtr_env(&mut cmd, &sb, &store);
+        cmd.args(["labs", "submit", "--crid", &crid, "--csv"])
+            .arg(example_csv())
+            .arg("--report")
+            .arg(&report);
+        let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+            .await
+            .unwrap();
+        assert_eq!(
+            code, 3,
+            "one row has no timezone: partial success\n{out}{err}"
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(r["file_rows"], 15);
+        assert_eq!(r["failed"], 1);
+        let (created, present) = if run == 0 { (14, 0) } else { (0, 14) };
+        assert_eq!(r["created"], created, "run {run}: {out}");
+        assert_eq!(r["already_present"], present, "run {run}");
+        let bad = r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["status"] == "failed")
+            .unwrap();
+        assert_eq!(bad["line"], 16);
+        assert_eq!(bad["error"]["field"], "effective");
+        all_output += &(out + &err);
+    }
+    assert_eq!(sb.observations().len(), 14);
+    assert_eq!(sb.patients().len(), 1);
+
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    cmd.args(["observations", "--crid", &crid]);
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 14);
+    all_output += &err;
+
+    // Five processes, one token between them: the token store (as Okta's per-user limit wants).
+    assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 1);
+    let o = &sb.credentials.okta;
+    for secret in [
+        o.client_secret.as_str(),
+        o.password.as_str(),
+        "123-45-6789",
+        "Smith",
+    ] {
+        assert!(!all_output.contains(secret), "leaked {secret:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_a_named_profile_and_secret_files() {
+    let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let o = &sb.credentials.okta;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    let password_file = dir.path().join("password");
+    std::fs::write(&secret_file, format!("{}\n", o.client_secret)).unwrap();
+    std::fs::write(&password_file, &o.password).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[profiles.sandbox]\ntoken_url = {:?}\nbase_url = {:?}\nclient_id = {:?}\n\
+             username = {:?}\nscope = {:?}\nccn = \"12345\"\nuri_family = \"terminology\"\n\
+             client_secret_file = {:?}\npassword_file = {:?}\ntoken_store = {:?}\n",
+            o.token_url,
+            sb.urls.cibmtr_base,
+            o.client_id,
+            o.username,
+            o.scope,
+            secret_file,
+            password_file,
+            dir.path().join("token.json"),
+        ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let mut cmd = bin();
+        cmd.arg("--config").arg(&config).args(args);
+        for var in [
+            "CIBMTR_CLIENT_SECRET",
+            "CIBMTR_PASSWORD",
+            "CIBMTR_BASE_URL",
+            "CIBMTR_CCN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    };
+    let mut cmd = run(vec![
+        "--profile".into(),
+        "sandbox".into(),
+        "patient".into(),
+        "ensure".into(),
+        "--crid".into(),
+        "42".into(),
+    ]);
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.trim().is_empty());
+    // The profile's URI family was used.
+    assert_eq!(
+        sb.patients()[0]["identifier"][0]["system"],
+        "http://terminology.cibmtr.org/identifier/CRID"
+    );
+    // A second process reuses the token from the profile's token store.
+    let mut cmd = run(vec![
+        "--profile".into(),
+        "sandbox".into(),
+        "patient".into(),
+        "ensure".into(),
+        "--crid".into(),
+        "42".into(),
+    ]);
+    let (out2, _, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(out, out2);
+    assert_eq!(sb.token_requests(&o.client_id), 1);
+    assert_eq!(sb.patients().len(), 1);
+
+    // An unknown profile is a configuration error.
+    let mut cmd = run(vec![
+        "--profile".into(),
+        "nope".into(),
+        "patient".into(),
+        "ensure".into(),
+        "--crid".into(),
+        "42".into(),
+    ]);
+    let (_, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("no profile \"nope\""), "{err}");
+}
+
+#[test]
+fn keys_generate_writes_a_private_key_and_its_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err, code) = run_ok(
+        bin()
+            .args(["keys", "generate", "--algorithm", "es384", "--out-dir"])
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let kid = out.trim();
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("jwks.json")).unwrap())
+            .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid);
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert!(jwks["keys"][0].get("d").is_none(), "public only");
+    let pem = dir.path().join("private-key.pem");
+    assert!(
+        std::fs::read_to_string(&pem)
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Never overwrites an existing key.
+    let (_, _, code) = run_ok(
+        bin()
+            .args(["keys", "generate", "--out-dir"])
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 2);
 }
