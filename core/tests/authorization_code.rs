@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use cibmtr_fhir::Error;
-use cibmtr_fhir::auth::{AuthorizationCode, register_client, register_public_client};
+use cibmtr_fhir::auth::{AuthorizationCode, TokenStore, register_client, register_public_client};
 use cibmtr_fhir::http::HttpClient;
 use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
 
@@ -468,4 +468,108 @@ async fn debug_shows_no_state_verifier_code_tokens_or_secret() {
         assert!(!dbg.contains(s), "{dbg}");
     }
     assert!(!format!("{:?}", sb.credentials.smart).contains(&sb.credentials.smart.client_secret));
+}
+
+/// Run by `a_named_session_resumes_in_another_process` as a child process: builds the same
+/// session on the same store, never logs in, and prints a hash of the token it gets.
+#[tokio::test]
+async fn named_session_child() {
+    let Ok(spec) = std::env::var("CIBMTR_TEST_APP_CHILD") else {
+        return;
+    };
+    let v: Vec<&str> = spec.split('\u{1f}').collect();
+    let auth = AuthorizationCode::builder(v[0], v[1], v[2])
+        .client_secret(v[3])
+        .fhir_base(v[4])
+        .token_store(TokenStore::file(v[5]))
+        .session("dr-example")
+        .build()
+        .unwrap();
+    let t = auth.token().await.unwrap();
+    println!("CHILD-TOKEN {}", short_hash(t.secret()));
+}
+
+fn short_hash(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_session_resumes_in_another_process() {
+    let sb = sandbox(SandboxConfig {
+        smart_token_ttl: Duration::from_secs(4),
+        ..Default::default()
+    })
+    .await;
+    let c = &sb.credentials.smart;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.json");
+    let auth = AuthorizationCode::builder(&c.client_id, &c.redirect_uri, &c.scope)
+        .client_secret(c.client_secret.as_str())
+        .fhir_base(&c.fhir_base)
+        .token_store(TokenStore::file(&path))
+        .session("dr-example")
+        .build()
+        .unwrap();
+    login(&auth).await;
+    let token = auth.token().await.unwrap().secret().to_owned();
+    assert_eq!(sb.token_requests(&c.client_id), 1, "the code exchange");
+
+    let child = || {
+        let spec = [
+            c.client_id.as_str(),
+            &c.redirect_uri,
+            &c.scope,
+            &c.client_secret,
+            &c.fhir_base,
+            path.to_str().unwrap(),
+        ]
+        .join("\u{1f}");
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "named_session_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("CIBMTR_TEST_APP_CHILD", spec)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let read = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split("CHILD-TOKEN ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("child printed its token hash")
+            .to_owned()
+    };
+    // Another process resumes the session from the store: no login, no token request.
+    let resumed = tokio::task::spawn_blocking({
+        let c = child();
+        move || read(c)
+    });
+    assert_eq!(resumed.await.unwrap(), short_hash(&token));
+    assert_eq!(sb.token_requests(&c.client_id), 1);
+
+    // Once the token has expired, two processes renewing at once make one refresh between
+    // them, so the rotated refresh token is never presented twice (which would revoke the grant).
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let (a, b) = (child(), child());
+    let hashes = tokio::task::spawn_blocking(move || (read(a), read(b)))
+        .await
+        .unwrap();
+    assert_eq!(hashes.0, hashes.1, "both use the one refreshed token");
+    assert_eq!(sb.token_requests(&c.client_id), 2, "one refresh for both");
+    // And this process picks the refreshed token up from the store, valid at the server.
+    let now = auth.token().await.unwrap();
+    assert_eq!(short_hash(now.secret()), hashes.0);
+    assert_eq!(protected_status(&sb, now.secret()).await, 200);
 }

@@ -41,6 +41,7 @@ pub struct AuthorizationCodeBuilder {
     token_url: Option<String>,
     store: TokenStore,
     http: Option<HttpClient>,
+    session: Option<String>,
 }
 
 /// `state` and PKCE verifier of the login in progress.
@@ -213,6 +214,7 @@ impl AuthorizationCode {
             token_url: None,
             store: TokenStore::Memory,
             http: None,
+            session: None,
         }
     }
 
@@ -402,6 +404,15 @@ impl AuthorizationCodeBuilder {
         self.http = Some(http);
         self
     }
+    /// Names the user session, so that objects in other processes built with the same name,
+    /// client and [`TokenStore::File`] resume it: they read the tokens from the store and take
+    /// turns refreshing them under the store's lock (a rotated refresh token presented twice
+    /// revokes the whole grant on strict servers). Without a name every object is a session of
+    /// its own.
+    pub fn session(mut self, name: impl Into<String>) -> Self {
+        self.session = Some(name.into());
+        self
+    }
 
     /// Validates every field (before any request).
     pub fn build(self) -> Result<AuthorizationCode> {
@@ -435,7 +446,13 @@ impl AuthorizationCodeBuilder {
                 "fhir_base is required unless authorize_url and token_url are given",
             ));
         }
-        let session = hex(&rand::thread_rng().r#gen::<[u8; 16]>());
+        if let Some(name) = &self.session {
+            required("session", name)?;
+        }
+        let session = match &self.session {
+            Some(name) => format!("named:{name}"),
+            None => hex(&rand::thread_rng().r#gen::<[u8; 16]>()),
+        };
         let key = CacheKey {
             flow: "authorization_code",
             token_url: token
@@ -444,7 +461,7 @@ impl AuthorizationCodeBuilder {
                 .map(|u| u.to_string())
                 .unwrap_or_default(),
             client_id: self.client_id.clone(),
-            // Every flow object is its own user session.
+            // Every flow object is its own user session unless the caller names it.
             user: session,
             scopes: normalise_scopes(Some(&self.scope)),
             secret_material: self
