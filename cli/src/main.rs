@@ -2,6 +2,7 @@
 //!
 //! Exit status: 0 success; 1 a server or network error; 2 bad input or configuration;
 //! 3 `labs submit` finished but some rows failed (see the report).
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -433,10 +434,13 @@ async fn serve(port: u16, ttl: u64) -> Result<(), Error> {
         "msk": {"token_url": c.msk.token_url, "client_id": c.msk.client_id, "client_secret": c.msk.client_secret, "scope": c.msk.scope},
         "ccn": "12345",
     });
-    println!(
+    // A closed stdout (`| head`) must not take the server down with a panic.
+    let _ = writeln!(
+        std::io::stdout(),
         "{}",
         serde_json::to_string_pretty(&info).unwrap_or_default()
     );
+    let _ = std::io::stdout().flush();
     eprintln!("sandbox serving on {}; Ctrl-C to stop", sb.urls.base);
     let _ = tokio::signal::ctrl_c().await;
     Ok(())

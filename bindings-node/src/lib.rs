@@ -1,0 +1,2 @@
+//! Node bindings (napi-rs).
+#![deny(clippy::all)]
