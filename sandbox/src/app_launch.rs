@@ -27,7 +27,7 @@ pub(crate) const REGISTER_PATH: &str = "/auth/register";
 const CODE_TTL: Duration = Duration::from_secs(60);
 
 /// The pre-registered confidential SMART App Launch client.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize)]
 pub struct SmartAppCredentials {
     pub fhir_base: String,
     pub authorize_url: String,

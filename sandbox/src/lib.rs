@@ -94,7 +94,7 @@ impl Default for SandboxConfig {
 }
 
 /// Credentials for the Okta-like password grant.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize)]
 pub struct OktaCredentials {
     /// Token endpoint URL.
     pub token_url: String,
@@ -124,7 +124,7 @@ impl fmt::Debug for OktaCredentials {
 }
 
 /// Credentials for a client-credentials grant.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize)]
 pub struct ClientCredentialsInfo {
     /// Token endpoint URL.
     pub token_url: String,
@@ -148,7 +148,7 @@ impl fmt::Debug for ClientCredentialsInfo {
 }
 
 /// All credentials registered in a running sandbox.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct SandboxCredentials {
     /// Okta password-grant user and client (client auth via HTTP Basic only).
     pub okta: OktaCredentials,
@@ -163,7 +163,7 @@ pub struct SandboxCredentials {
 }
 
 /// URLs of a running sandbox.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct SandboxUrls {
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
     pub base: String,

@@ -25,7 +25,7 @@ const MAX_ASSERTION_LIFETIME: u64 = 300;
 const SKEW: u64 = 5;
 
 /// Credentials of the pre-registered SMART Backend Services client.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize)]
 pub struct BackendCredentials {
     /// Token endpoint URL (also the required `aud` of assertions).
     pub token_url: String,

@@ -2,6 +2,7 @@
 //! Observations for form 2402 and bulk submission.
 
 pub mod demographics;
+mod json;
 pub mod labs;
 pub mod resources;
 pub mod systems;
@@ -22,6 +23,8 @@ pub use systems::{
 };
 
 mod client;
+
+pub use json::lab_catalog_json;
 
 pub use client::{
     CibmtrClient, CibmtrClientBuilder, Environment, ItemResult, ItemStatus, LabSubmission,
