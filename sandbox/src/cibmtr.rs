@@ -229,17 +229,17 @@ fn if_none_exist(headers: &HeaderMap) -> Option<&str> {
     headers.get("if-none-exist").and_then(|v| v.to_str().ok())
 }
 
+/// The request body as JSON, or the problem in words for the caller's error shape.
+fn json_body(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("body: not valid JSON ({e})"))
+}
+
 // ---------- CRID ----------
 
 fn register_crid(inner: &Inner, body: &[u8]) -> Response {
-    let request: Value = match serde_json::from_slice(body) {
+    let request = match json_body(body) {
         Ok(v) => v,
-        Err(e) => {
-            return error_message(
-                StatusCode::BAD_REQUEST,
-                format!("body: not valid JSON ({e})"),
-            );
-        }
+        Err(e) => return error_message(StatusCode::BAD_REQUEST, e),
     };
     let key = match crid_key(&request) {
         Ok(k) => k,
@@ -390,14 +390,9 @@ fn create_patient(inner: &Inner, root: &str, headers: &HeaderMap, body: &[u8]) -
     if let Some(resp) = not_fhir_json(headers) {
         return resp;
     }
-    let patient: Value = match serde_json::from_slice(body) {
+    let patient = match json_body(body) {
         Ok(v) => v,
-        Err(e) => {
-            return error_message(
-                StatusCode::BAD_REQUEST,
-                format!("body: not valid JSON ({e})"),
-            );
-        }
+        Err(e) => return error_message(StatusCode::BAD_REQUEST, e),
     };
     if let Err(e) = check_patient(&patient) {
         return error_message(StatusCode::BAD_REQUEST, e);
@@ -509,15 +504,9 @@ fn create_observation(inner: &Inner, root: &str, headers: &HeaderMap, body: &[u8
     if let Some(resp) = not_fhir_json(headers) {
         return resp;
     }
-    let observation: Value = match serde_json::from_slice(body) {
+    let observation = match json_body(body) {
         Ok(v) => v,
-        Err(e) => {
-            return outcome(
-                StatusCode::BAD_REQUEST,
-                "structure",
-                format!("body: not valid JSON ({e})"),
-            );
-        }
+        Err(e) => return outcome(StatusCode::BAD_REQUEST, "structure", e),
     };
     if observation["resourceType"] == "Bundle" {
         return error_message(
@@ -634,15 +623,9 @@ fn transaction(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Response {
     if let Some(resp) = not_fhir_json(headers) {
         return resp;
     }
-    let bundle: Value = match serde_json::from_slice(body) {
+    let bundle = match json_body(body) {
         Ok(v) => v,
-        Err(e) => {
-            return outcome(
-                StatusCode::BAD_REQUEST,
-                "structure",
-                format!("body: not valid JSON ({e})"),
-            );
-        }
+        Err(e) => return outcome(StatusCode::BAD_REQUEST, "structure", e),
     };
     if bundle["resourceType"] != "Bundle" || bundle["type"] != "transaction" {
         return outcome(
