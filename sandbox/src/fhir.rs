@@ -162,16 +162,40 @@ impl FhirStore {
     /// starting with `_` that are not search parameters (`_format`, `_sort`, …) are ignored;
     /// any other unknown parameter is an error, so a misspelt filter never silently matches all.
     fn search(&self, rtype: &str, params: &[(String, String)]) -> Result<Vec<&Value>, String> {
+        // A chained parameter names Patients: find them once per search, not once per resource
+        // (which made a search over n Observations cost n × the store).
+        let chained: Vec<Option<Vec<String>>> = params
+            .iter()
+            .map(|(name, value)| is_chained(name).then(|| self.patient_references(value)))
+            .collect();
         let mut out = Vec::new();
         'resources: for r in self.of_type(rtype) {
-            for (name, value) in params {
-                if !self.matches(r, name, value)? {
+            for ((name, value), patients) in params.iter().zip(&chained) {
+                let hit = match patients {
+                    Some(refs) => refs
+                        .iter()
+                        .any(|p| same_reference(r.pointer("/subject/reference"), p)),
+                    None => self.matches(r, name, value)?,
+                };
+                if !hit {
                     continue 'resources;
                 }
             }
             out.push(r);
         }
         Ok(out)
+    }
+
+    /// `Patient/<id>` of every Patient with an identifier matching `value` (`,` = or).
+    fn patient_references(&self, value: &str) -> Vec<String> {
+        self.of_type("Patient")
+            .filter(|p| {
+                value
+                    .split(',')
+                    .any(|v| token_matches(p.get("identifier"), "value", v))
+            })
+            .filter_map(|p| p["id"].as_str().map(|id| format!("Patient/{id}")))
+            .collect()
     }
 
     fn matches(&self, r: &Value, name: &str, value: &str) -> Result<bool, String> {
@@ -183,16 +207,10 @@ impl FhirStore {
             "code" => any(&|v| token_matches(r.pointer("/code/coding"), "code", v)),
             "status" => any(&|v| r["status"] == v),
             "subject" | "patient" => any(&|v| same_reference(r.pointer("/subject/reference"), v)),
-            "subject:Patient.identifier" | "subject.identifier" | "patient.identifier" => {
-                let patients: Vec<String> = self
-                    .of_type("Patient")
-                    .filter(|p| any(&|v| token_matches(p.get("identifier"), "value", v)))
-                    .filter_map(|p| p["id"].as_str().map(|id| format!("Patient/{id}")))
-                    .collect();
-                patients
-                    .iter()
-                    .any(|p| same_reference(r.pointer("/subject/reference"), p))
-            }
+            n if is_chained(n) => self
+                .patient_references(value)
+                .iter()
+                .any(|p| same_reference(r.pointer("/subject/reference"), p)),
             n if n.starts_with('_') => true,
             other => return Err(format!("unknown search parameter {other:?}")),
         })
@@ -226,6 +244,14 @@ impl FhirStore {
             }
         }
     }
+}
+
+/// The parameters that search Observations by their Patient's identifier.
+fn is_chained(name: &str) -> bool {
+    matches!(
+        name,
+        "subject:Patient.identifier" | "subject.identifier" | "patient.identifier"
+    )
 }
 
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated`.

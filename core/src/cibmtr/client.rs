@@ -1,6 +1,7 @@
 //! [`CibmtrClient`]: the Direct FHIR Service workflow — CRID, the de-identified Patient, lab
 //! Observations one by one or in bulk — with nothing created twice.
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -201,7 +202,7 @@ pub struct SubmitOptions {
     pub use_bundles: bool,
     /// Entries per Bundle, at most 50.
     pub bundle_size: usize,
-    /// Called after every item.
+    /// Called after every item, from the calling thread or one of the runtime's workers.
     pub progress: Option<ProgressFn>,
 }
 
@@ -492,14 +493,7 @@ impl CibmtrClient {
     pub async fn submit_lab(&self, crid: i64, lab: &LabResult) -> Result<LabSubmission> {
         let checked = lab.check(&self.inner.lab_options)?;
         let patient_id = self.ensure_patient(crid).await?;
-        let obs = observation_resource(
-            &checked.lab,
-            crid,
-            &patient_id,
-            &self.inner.ccn,
-            self.inner.family,
-            self.inner.version,
-        );
+        let obs = self.observation(&checked.lab, crid, &patient_id);
         let sid = submission_id(&checked.lab, crid, &self.inner.ccn);
         let (status, id) = self.submit_checked(&obs, &sid, true).await?;
         Ok(LabSubmission {
@@ -603,118 +597,136 @@ impl CibmtrClient {
             return Err(Error::validation("bundle_size", "must be between 1 and 50"));
         }
         let total = inputs.len();
-        let tracker = Tracker::new(total, options.progress.clone());
+        let tracker = Arc::new(Tracker::new(total, options.progress.clone()));
 
-        // Validate everything before any request.
+        // Validate everything before any request. `labs[i]` is input `i` checked, or `None` once
+        // it needs no request (invalid, already on the server, repeated); it takes over the
+        // buffer of `inputs` (same element size), so the report is all this adds per item. The
+        // Observations are built only when their turn to be sent comes: a few kB of JSON tree
+        // each, built all at once they would make the memory grow far beyond the report.
         let mut items: Vec<ItemResult> = Vec::with_capacity(total);
-        let mut pending: Vec<(usize, LabResult)> = Vec::new();
-        for (index, input) in inputs.into_iter().enumerate() {
-            let checked = input.and_then(|lab| lab.check(&self.inner.lab_options));
-            match checked {
-                Ok(c) => {
-                    let sid = submission_id(&c.lab, crid, &self.inner.ccn);
-                    items.push(ItemResult {
-                        index,
-                        status: ItemStatus::Failed,
-                        id: None,
-                        submission_id: Some(sid),
-                        error: None,
-                        warnings: c.warnings,
-                    });
-                    pending.push((index, c.lab));
-                }
-                Err(e) => {
-                    items.push(ItemResult {
-                        index,
-                        status: ItemStatus::Failed,
-                        id: None,
-                        submission_id: None,
-                        error: Some(e),
-                        warnings: Vec::new(),
-                    });
-                    tracker.done(ItemStatus::Failed);
-                }
-            }
-        }
-        if pending.is_empty() {
+        let mut labs: Vec<Option<LabResult>> = inputs
+            .into_iter()
+            .enumerate()
+            .map(
+                |(index, input)| match input.and_then(|lab| lab.check(&self.inner.lab_options)) {
+                    Ok(c) => {
+                        let sid = submission_id(&c.lab, crid, &self.inner.ccn);
+                        items.push(ItemResult {
+                            index,
+                            status: ItemStatus::Failed,
+                            id: None,
+                            submission_id: Some(sid),
+                            error: None,
+                            warnings: c.warnings,
+                        });
+                        Some(c.lab)
+                    }
+                    Err(e) => {
+                        items.push(ItemResult {
+                            index,
+                            status: ItemStatus::Failed,
+                            id: None,
+                            submission_id: None,
+                            error: Some(e),
+                            warnings: Vec::new(),
+                        });
+                        tracker.done(ItemStatus::Failed);
+                        None
+                    }
+                },
+            )
+            .collect();
+        let pending = labs.iter().filter(|l| l.is_some()).count();
+        if pending == 0 {
             return Ok(finish(items, started));
         }
+        let fail_pending = |mut items: Vec<ItemResult>, labs: &[Option<LabResult>], e: Error| {
+            for (item, _) in items.iter_mut().zip(labs).filter(|(_, l)| l.is_some()) {
+                item.error = Some(e.clone());
+                tracker.done(ItemStatus::Failed);
+            }
+            finish(items, started)
+        };
 
         let patient_id = match self.ensure_patient(crid).await {
             Ok(id) => id,
-            Err(e) => {
-                for (index, _) in &pending {
-                    items[*index].error = Some(e.clone());
-                    tracker.done(ItemStatus::Failed);
-                }
-                return Ok(finish(items, started));
-            }
+            Err(e) => return Ok(fail_pending(items, &labs, e)),
         };
 
-        // What the server already holds for this recipient, by submission identifier.
+        // What the server already holds for this recipient, by submission identifier: reported
+        // as already present, not sent.
         let existing = match self.existing_submissions(crid).await {
             Ok(m) => m,
-            Err(e) => {
-                for (index, _) in &pending {
-                    items[*index].error = Some(e.clone());
-                    tracker.done(ItemStatus::Failed);
-                }
-                return Ok(finish(items, started));
-            }
+            Err(e) => return Ok(fail_pending(items, &labs, e)),
         };
-
-        // Decide per item: already there, repeated in this batch, or to send.
-        let mut first_of: HashMap<String, usize> = HashMap::new();
-        let mut duplicates: Vec<(usize, usize)> = Vec::new();
-        let mut to_send: Vec<(usize, String, Value)> = Vec::new();
-        for (index, lab) in pending {
-            let sid = items[index].submission_id.clone().unwrap_or_default();
-            if let Some(id) = existing.get(&sid) {
-                items[index].status = ItemStatus::AlreadyPresent;
-                items[index].id = Some(id.clone());
+        for (item, lab) in items.iter_mut().zip(labs.iter_mut()) {
+            let found = item
+                .submission_id
+                .as_ref()
+                .and_then(|sid| existing.get(sid));
+            if let (Some(_), Some(id)) = (&lab, found) {
+                item.status = ItemStatus::AlreadyPresent;
+                item.id = Some(id.clone());
                 tracker.done(ItemStatus::AlreadyPresent);
-            } else if let Some(&first) = first_of.get(&sid) {
-                duplicates.push((index, first));
-            } else {
-                first_of.insert(sid.clone(), index);
-                let obs = observation_resource(
-                    &lab,
+                *lab = None;
+            }
+        }
+        drop(existing);
+
+        // Repeated in this batch: sent once, the repeats reported after the first.
+        let mut duplicates: Vec<(usize, usize)> = Vec::new();
+        {
+            let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(pending);
+            for (index, (item, lab)) in items.iter().zip(labs.iter_mut()).enumerate() {
+                let Some(sid) = item.submission_id.as_deref().filter(|_| lab.is_some()) else {
+                    continue;
+                };
+                match first_of.entry(sid) {
+                    Entry::Occupied(first) => {
+                        duplicates.push((index, *first.get()));
+                        *lab = None;
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(index);
+                    }
+                }
+            }
+        }
+        let to_send = labs
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, lab)| Some((index, lab?)));
+
+        // The requests are driven by a task on the runtime's workers, beside the connection
+        // tasks, not by whichever thread polls this future: polled from a `block_on` thread (a
+        // CLI's `main`, a language binding), every response would wake that thread from a worker
+        // (a futex wake and a context switch per request), a third of the throughput on a small
+        // machine. Dropping this future aborts the task, so it still stops the submission.
+        let sender = self.clone();
+        let send_options = options.clone();
+        let task_tracker = tracker.clone();
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            sender
+                .send_all(
                     crid,
                     &patient_id,
-                    &self.inner.ccn,
-                    self.inner.family,
-                    self.inner.version,
-                );
-                to_send.push((index, sid, obs));
-            }
-        }
-
-        let outcomes: Vec<(usize, Result<(ItemStatus, String)>)> = if options.use_bundles {
-            self.send_bundles(to_send, options, &tracker).await
-        } else {
-            futures_util::stream::iter(to_send)
-                .map(|(index, sid, obs)| {
-                    let tracker = &tracker;
-                    async move {
-                        let r = self.submit_checked(&obs, &sid, false).await;
-                        tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
-                        (index, r)
-                    }
-                })
-                .buffer_unordered(options.concurrency)
-                .collect()
+                    to_send,
+                    items,
+                    &send_options,
+                    &task_tracker,
+                )
                 .await
-        };
-        for (index, outcome) in outcomes {
-            let item = &mut items[index];
-            match outcome {
-                Ok((status, id)) => {
-                    item.status = status;
-                    item.id = Some(id);
-                }
-                Err(e) => item.error = Some(e),
+        }));
+        let mut items = match (&mut task.0).await {
+            Ok(items) => items,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                return Err(Error::Network {
+                    message: "the async runtime shut down during the submission".into(),
+                });
             }
-        }
+        };
         for (index, first) in duplicates {
             let (status, id, error) = {
                 let f = &items[first];
@@ -735,6 +747,60 @@ impl CibmtrClient {
         Ok(finish(items, started))
     }
 
+    /// The lab's Observation for the recipient's Patient, in this client's URI family and FHIR
+    /// version.
+    fn observation(&self, lab: &LabResult, crid: i64, patient_id: &str) -> Value {
+        observation_resource(
+            lab,
+            crid,
+            patient_id,
+            &self.inner.ccn,
+            self.inner.family,
+            self.inner.version,
+        )
+    }
+
+    /// Sends `to_send` (`concurrency` at a time, or in Bundles) and records each outcome in
+    /// `items`, which it returns.
+    async fn send_all(
+        &self,
+        crid: i64,
+        patient_id: &str,
+        to_send: impl Iterator<Item = (usize, LabResult)>,
+        mut items: Vec<ItemResult>,
+        options: &SubmitOptions,
+        tracker: &Tracker,
+    ) -> Vec<ItemResult> {
+        if options.use_bundles {
+            let mut outcomes = futures_util::stream::iter(to_send)
+                .chunks(options.bundle_size)
+                .map(|chunk| self.send_chunk(crid, patient_id, chunk, tracker))
+                .buffer_unordered(options.concurrency);
+            while let Some(results) = outcomes.next().await {
+                for (index, outcome) in results {
+                    record(&mut items[index], outcome);
+                }
+            }
+        } else {
+            let mut outcomes = futures_util::stream::iter(to_send)
+                .map(|(index, lab)| {
+                    // Built when its turn comes: at most `concurrency` exist at once.
+                    let obs = self.observation(&lab, crid, patient_id);
+                    async move {
+                        let sid = observation_submission_id(&obs).unwrap_or_default();
+                        let r = self.submit_checked(&obs, sid, false).await;
+                        tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
+                        (index, r)
+                    }
+                })
+                .buffer_unordered(options.concurrency);
+            while let Some((index, outcome)) = outcomes.next().await {
+                record(&mut items[index], outcome);
+            }
+        }
+        items
+    }
+
     /// Submission identifiers already on the server for `crid`, with their Observation ids.
     async fn existing_submissions(&self, crid: i64) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
@@ -753,39 +819,34 @@ impl CibmtrClient {
         Ok(out)
     }
 
-    /// Transaction Bundles of up to `bundle_size` entries, each entry conditional on its
-    /// submission identifier so that a repeated Bundle creates nothing twice.
-    async fn send_bundles(
+    /// One transaction Bundle of `chunk`, each entry conditional on its submission identifier so
+    /// that a repeated Bundle creates nothing twice; the outcome of each entry.
+    async fn send_chunk(
         &self,
-        to_send: Vec<(usize, String, Value)>,
-        options: &SubmitOptions,
+        crid: i64,
+        patient_id: &str,
+        chunk: Vec<(usize, LabResult)>,
         tracker: &Tracker,
     ) -> Vec<(usize, Result<(ItemStatus, String)>)> {
-        let chunks: Vec<Vec<(usize, String, Value)>> = {
-            let mut v = Vec::new();
-            let mut it = to_send.into_iter().peekable();
-            while it.peek().is_some() {
-                v.push(it.by_ref().take(options.bundle_size).collect());
-            }
-            v
-        };
-        futures_util::stream::iter(chunks)
-            .map(|chunk| async move {
-                let results = self.send_bundle(&chunk).await;
-                let out: Vec<_> = chunk
-                    .iter()
-                    .zip(results)
-                    .map(|((index, _, _), r)| {
-                        tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
-                        (*index, r)
-                    })
-                    .collect();
-                futures_util::stream::iter(out)
+        let chunk: Vec<(usize, String, Value)> = chunk
+            .into_iter()
+            .map(|(index, lab)| {
+                let obs = self.observation(&lab, crid, patient_id);
+                let sid = observation_submission_id(&obs)
+                    .unwrap_or_default()
+                    .to_owned();
+                (index, sid, obs)
             })
-            .buffer_unordered(options.concurrency)
-            .flatten()
+            .collect();
+        let results = self.send_bundle(&chunk).await;
+        chunk
+            .iter()
+            .zip(results)
+            .map(|((index, _, _), r)| {
+                tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
+                (*index, r)
+            })
             .collect()
-            .await
     }
 
     async fn send_bundle(
@@ -909,6 +970,26 @@ fn bundle_entry_result(entry: &Value) -> Result<(ItemStatus, String)> {
             message: format!("transaction entry answered {status:?} without an Observation id"),
             outcome: None,
         }),
+    }
+}
+
+/// Records the outcome of a sent item.
+fn record(item: &mut ItemResult, outcome: Result<(ItemStatus, String)>) {
+    match outcome {
+        Ok((status, id)) => {
+            item.status = status;
+            item.id = Some(id);
+        }
+        Err(e) => item.error = Some(e),
+    }
+}
+
+/// A spawned task, aborted when this handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
