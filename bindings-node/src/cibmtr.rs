@@ -1,0 +1,492 @@
+//! The CIBMTR Direct FHIR Service API (core `cibmtr`): CRID registration, the de-identified
+//! Patient, lab Observations for form 2402, bulk submission with progress, the lab catalog.
+//!
+//! A CRID is a 64-bit integer that can exceed 2^53, so it leaves as a decimal `string` and is
+//! taken as a `string`, a `bigint`, or a `number` only while that number is still exact.
+use std::sync::Arc;
+
+use cibmtr_fhir::cibmtr::{self, Demographics, Environment, LabOptions, LabResult, SubmitOptions};
+use napi::Env;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use serde_json::{Map, Value};
+
+use crate::error::{CoreResult, ErrorInfo, OrThrow, invalid, settle};
+use crate::fhir::{AuthFlow, FhirClient, Resource, provider_of, resources};
+
+/// A CRID as JavaScript gives it (`Crid` in TypeScript: `string | bigint | number`).
+pub type Crid = Either3<String, BigInt, f64>;
+
+/// The CRID as the core's `i64`, refusing anything that is not a whole number exactly.
+pub(crate) fn crid(value: Crid) -> CoreResult<i64> {
+    match value {
+        Either3::A(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| invalid("crid", "must be a whole number (a decimal string)")),
+        Either3::B(b) => match b.get_i64() {
+            (v, true) => Ok(v),
+            _ => Err(invalid("crid", "does not fit in 64 bits")),
+        },
+        Either3::C(n) => {
+            // 2^53 - 1: above it a number may already have lost digits before it got here.
+            const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+            if n.fract() == 0.0 && n.abs() <= MAX_SAFE {
+                Ok(n as i64)
+            } else {
+                Err(invalid(
+                    "crid",
+                    "is not an exact integer number; pass a CRID as a string or a bigint",
+                ))
+            }
+        }
+    }
+}
+
+/// The fields of `first` (an object), or the positional fields named in `positional` followed
+/// by the entries of the trailing options object: the two call shapes the API allows, as the one
+/// JSON object the core reads.
+fn one_object(
+    what: &str,
+    first: Value,
+    positional: Vec<(&str, Option<Value>)>,
+    options: Option<Value>,
+) -> CoreResult<Value> {
+    if first.is_object() {
+        if positional.iter().any(|(_, v)| v.is_some()) || options.is_some() {
+            return Err(invalid(
+                what,
+                "give either one object or the positional arguments, not both",
+            ));
+        }
+        return Ok(first);
+    }
+    let mut map = Map::new();
+    let mut fields = vec![(positional_first(what), Some(first))];
+    fields.extend(positional);
+    for (k, v) in fields {
+        if let Some(v) = v {
+            map.insert(k.to_owned(), v);
+        }
+    }
+    match options {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => map.extend(o),
+        Some(_) => return Err(invalid("options", "must be an object")),
+    }
+    Ok(Value::Object(map))
+}
+
+fn positional_first(what: &str) -> &'static str {
+    if what == "lab" { "loinc" } else { "firstName" }
+}
+
+/// A lab from `{ loinc, value, unit, effective, ... }`; `referenceRange: [low, high]` (the
+/// API's name for the pair) is spread into the core's `referenceLow`/`referenceHigh`.
+fn lab_from(mut v: Value) -> CoreResult<LabResult> {
+    if let Some(map) = v.as_object_mut() {
+        let key = ["referenceRange", "reference_range"]
+            .into_iter()
+            .find(|k| map.contains_key(*k));
+        if let Some(key) = key {
+            match map.remove(key) {
+                Some(Value::Array(pair)) if pair.len() == 2 => {
+                    map.insert("referenceLow".into(), pair[0].clone());
+                    map.insert("referenceHigh".into(), pair[1].clone());
+                }
+                Some(Value::Null) | None => {}
+                Some(_) => return Err(invalid("referenceRange", "must be [low, high]")),
+            }
+        }
+    }
+    LabResult::from_json(&v)
+}
+
+/// Options of `CibmtrClient`.
+#[napi(object)]
+#[derive(Default)]
+pub struct CibmtrClientOptions {
+    /// `test` (default) or `production`: picks the API base URL.
+    #[napi(ts_type = "'test' | 'production'")]
+    pub environment: Option<String>,
+    /// Overrides the API base URL (e.g. the sandbox's `urls.cibmtrBase`).
+    pub base_url: Option<String>,
+    /// The FHIR root below the base, e.g. `r3` (default: the base itself).
+    pub fhir_path: Option<String>,
+    /// URI family of the CRID and transplant-centre systems (default `cibmtr`).
+    #[napi(ts_type = "'cibmtr' | 'terminology'")]
+    pub uri_family: Option<String>,
+    /// FHIR release of the resources (default `STU3`, as the Direct FHIR API is).
+    #[napi(ts_type = "FhirVersion")]
+    pub fhir_version: Option<String>,
+    /// How labs are checked against the form 2402 catalog.
+    pub lab_options: Option<LabCheckOptions>,
+    /// Attempts per lab when the server or network fails transiently (default 5).
+    pub item_attempts: Option<u32>,
+}
+
+/// How labs are checked against the form 2402 catalog.
+#[napi(object)]
+#[derive(Default)]
+pub struct LabCheckOptions {
+    /// A LOINC code outside the catalog is an error (otherwise a warning).
+    pub strict: Option<bool>,
+    /// Convert values in another unit of the right dimension to the preferred unit, exactly,
+    /// with a warning (otherwise only a warning).
+    pub convert_units: Option<bool>,
+}
+
+/// Progress of `submitLabs`, reported after every item.
+#[napi(object, object_from_js = false)]
+pub struct Progress {
+    pub done: u32,
+    pub total: u32,
+    pub created: u32,
+    pub already_present: u32,
+    pub failed: u32,
+}
+
+/// Options of `submitLabs`.
+#[napi(object, object_to_js = false)]
+pub struct SubmitLabsOptions {
+    /// Requests in flight at once (default 8).
+    pub concurrency: Option<u32>,
+    /// Send transaction Bundles (for servers that accept them; default false).
+    pub use_bundles: Option<bool>,
+    /// Entries per Bundle, at most 50 (default 50).
+    pub bundle_size: Option<u32>,
+    /// Called on the JavaScript thread after every item.
+    #[napi(ts_type = "(progress: Progress) => void")]
+    pub progress: Option<ThreadsafeFunction<Progress, (), Progress, Status, false>>,
+}
+
+/// The result of `submitLab`.
+#[napi(object, object_from_js = false)]
+pub struct LabSubmission {
+    #[napi(ts_type = "'created' | 'already_present'")]
+    pub status: String,
+    /// The server's Observation id.
+    pub id: String,
+    /// The content-derived identifier the Observation carries.
+    pub submission_id: String,
+    /// Non-fatal remarks (a code outside the catalog, a unit other than the preferred one).
+    pub warnings: Vec<String>,
+}
+
+/// The outcome of one lab of a batch.
+#[napi(object, object_from_js = false)]
+pub struct ItemResult {
+    /// Position in the input, from 0.
+    pub index: u32,
+    #[napi(ts_type = "'created' | 'already_present' | 'failed'")]
+    pub status: String,
+    pub id: Option<String>,
+    pub submission_id: Option<String>,
+    pub warnings: Vec<String>,
+    /// Why the item failed.
+    pub error: Option<ErrorInfo>,
+}
+
+/// Every input item of a batch, accounted for.
+#[napi(object, object_from_js = false)]
+pub struct SubmissionReport {
+    pub total: u32,
+    pub created: u32,
+    pub already_present: u32,
+    pub failed: u32,
+    pub elapsed_ms: f64,
+    /// One per input item, in input order.
+    pub items: Vec<ItemResult>,
+}
+
+impl From<cibmtr::SubmissionReport> for SubmissionReport {
+    fn from(r: cibmtr::SubmissionReport) -> Self {
+        SubmissionReport {
+            total: r.total() as u32,
+            created: r.created as u32,
+            already_present: r.already_present as u32,
+            failed: r.failed as u32,
+            elapsed_ms: r.elapsed.as_secs_f64() * 1000.0,
+            items: r
+                .items
+                .into_iter()
+                .map(|i| ItemResult {
+                    index: i.index as u32,
+                    status: i.status.as_str().to_owned(),
+                    id: i.id,
+                    submission_id: i.submission_id,
+                    warnings: i.warnings,
+                    error: i.error.as_ref().map(ErrorInfo::from_core),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A form 2402 lab of the catalog.
+#[napi(object, object_from_js = false)]
+pub struct LabDefinition {
+    pub name: String,
+    /// The preferred UCUM unit.
+    pub unit: String,
+    /// Candidate LOINC codes.
+    pub loinc_codes: Vec<String>,
+    /// Codes whose values are moles per volume, not the preferred mass unit.
+    pub molar_codes: Vec<String>,
+}
+
+/// The form 2402 labs: preferred unit and candidate LOINC codes.
+#[napi]
+pub fn lab_catalog() -> Vec<LabDefinition> {
+    cibmtr::lab_catalog()
+        .iter()
+        .map(|d| LabDefinition {
+            name: d.name.clone(),
+            unit: d.unit.clone(),
+            loinc_codes: d.loinc_codes.clone(),
+            molar_codes: d.molar_codes.clone(),
+        })
+        .collect()
+}
+
+/// The URLs a CIBMTR environment is preset with.
+#[napi(object, object_from_js = false)]
+pub struct EnvironmentUrls {
+    /// The Okta token URL for the password grant.
+    pub token_url: String,
+    /// The Direct FHIR Service API base.
+    pub api_base: String,
+}
+
+/// The preset URLs of `test` or `production`.
+#[napi(ts_args_type = "name: 'test' | 'production'")]
+pub fn environment(env: Env, name: String) -> Result<EnvironmentUrls> {
+    let e: Environment = name.parse().or_throw(&env)?;
+    Ok(EnvironmentUrls {
+        token_url: e.token_url().to_owned(),
+        api_base: e.api_base().to_owned(),
+    })
+}
+
+/// A client of CIBMTR's Direct FHIR Service API for one transplant centre (CCN).
+#[napi]
+pub struct CibmtrClient {
+    inner: cibmtr::CibmtrClient,
+}
+
+impl CibmtrClient {
+    pub(crate) fn wrap(inner: cibmtr::CibmtrClient) -> Self {
+        CibmtrClient { inner }
+    }
+}
+
+#[napi]
+impl CibmtrClient {
+    #[napi(
+        constructor,
+        ts_args_type = "ccn: string, auth: AuthFlow, options?: CibmtrClientOptions"
+    )]
+    pub fn new(
+        env: Env,
+        ccn: String,
+        auth: AuthFlow,
+        options: Option<CibmtrClientOptions>,
+    ) -> Result<Self> {
+        let o = options.unwrap_or_default();
+        let mut b = cibmtr::CibmtrClient::builder(ccn, &provider_of(&auth));
+        if let Some(e) = o.environment {
+            b = b.environment(e.parse().or_throw(&env)?);
+        }
+        if let Some(u) = o.base_url {
+            b = b.base_url(u);
+        }
+        if let Some(p) = o.fhir_path {
+            b = b.fhir_path(p);
+        }
+        if let Some(f) = o.uri_family {
+            b = b.uri_family(f.parse().or_throw(&env)?);
+        }
+        if let Some(v) = o.fhir_version {
+            b = b.fhir_version(v.parse().or_throw(&env)?);
+        }
+        if let Some(l) = o.lab_options {
+            b = b.lab_options(LabOptions {
+                strict: l.strict.unwrap_or(false),
+                convert_units: l.convert_units.unwrap_or(false),
+            });
+        }
+        if let Some(n) = o.item_attempts {
+            b = b.item_attempts(n);
+        }
+        Ok(CibmtrClient {
+            inner: b.build().or_throw(&env)?,
+        })
+    }
+
+    /// The centre number.
+    #[napi(getter)]
+    pub fn ccn(&self) -> String {
+        self.inner.ccn().to_owned()
+    }
+
+    /// The FHIR client behind the Patient and Observation calls.
+    #[napi(getter)]
+    pub fn fhir(&self) -> FhirClient {
+        FhirClient::wrap(self.inner.fhir().clone())
+    }
+
+    /// Registers (or looks up) a recipient and returns the CRID as a decimal string. Give one
+    /// object (`{ firstName, lastName, birthDate, gender, ssn, race, ethnicity, ... }`) or the
+    /// four required fields followed by an object of the optional ones. Validated before
+    /// anything is sent.
+    #[napi(
+        ts_args_type = "...demographics: [demographics: Demographics] | [firstName: string, lastName: string, birthDate: string, gender: string, options?: DemographicsOptions]"
+    )]
+    pub fn register_crid(
+        &self,
+        env: Env,
+        first: Value,
+        last_name: Option<Value>,
+        birth_date: Option<Value>,
+        gender: Option<Value>,
+        options: Option<Value>,
+    ) -> Result<AsyncBlock<String>> {
+        let client = self.inner.clone();
+        settle(&env, async move {
+            let demographics = one_object(
+                "demographics",
+                first,
+                vec![
+                    ("lastName", last_name),
+                    ("birthDate", birth_date),
+                    ("gender", gender),
+                ],
+                options,
+            )
+            .and_then(|v| Demographics::from_json(&v))?;
+            Ok(client.register_crid(&demographics).await?.to_string())
+        })
+    }
+
+    /// The id of the recipient's de-identified Patient, created only if the server has none.
+    #[napi(ts_args_type = "crid: Crid")]
+    pub fn ensure_patient(&self, env: Env, crid: Crid) -> Result<AsyncBlock<String>> {
+        let client = self.inner.clone();
+        settle(&env, async move {
+            client.ensure_patient(self::crid(crid)?).await
+        })
+    }
+
+    /// The recipient's Patient if the server has one, else `null`.
+    #[napi(
+        ts_args_type = "crid: Crid",
+        ts_return_type = "Promise<Resource | null>"
+    )]
+    pub fn find_patient(&self, env: Env, crid: Crid) -> Result<AsyncBlock<Option<Resource>>> {
+        let client = self.inner.clone();
+        settle(&env, async move {
+            let found = client.find_patient(self::crid(crid)?).await?;
+            Ok(found.map(Resource::from))
+        })
+    }
+
+    /// Submits one lab unless an Observation with the same content is already there. Give one
+    /// object (`{ loinc, value, unit, effective, referenceRange, comparator, status, display }`)
+    /// or `loinc, value, unit, effective` followed by an object of the optional fields.
+    #[napi(
+        ts_args_type = "crid: Crid, ...lab: [lab: LabInput] | [loinc: string, value: number | string, unit: string, effective: string, options?: LabInputOptions]"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_lab(
+        &self,
+        env: Env,
+        crid: Crid,
+        lab: Value,
+        value: Option<Value>,
+        unit: Option<Value>,
+        effective: Option<Value>,
+        options: Option<Value>,
+    ) -> Result<AsyncBlock<LabSubmission>> {
+        let client = self.inner.clone();
+        settle(&env, async move {
+            let crid = self::crid(crid)?;
+            let fields = vec![("value", value), ("unit", unit), ("effective", effective)];
+            let lab = one_object("lab", lab, fields, options).and_then(lab_from)?;
+            let s = client.submit_lab(crid, &lab).await?;
+            Ok(LabSubmission {
+                status: s.status.as_str().to_owned(),
+                id: s.id,
+                submission_id: s.submission_id,
+                warnings: s.warnings,
+            })
+        })
+    }
+
+    /// Submits many labs for one recipient, `concurrency` at a time. Never stops because one
+    /// item failed: the report accounts for every input item. Items already on the server are
+    /// reported as already present and not sent.
+    #[napi(ts_args_type = "crid: Crid, labs: LabInput[], options?: SubmitLabsOptions")]
+    pub fn submit_labs(
+        &self,
+        env: Env,
+        crid: Crid,
+        labs: Vec<Value>,
+        options: Option<SubmitLabsOptions>,
+    ) -> Result<AsyncBlock<SubmissionReport>> {
+        let mut opts = SubmitOptions::default();
+        if let Some(o) = options {
+            if let Some(c) = o.concurrency {
+                opts.concurrency = c as usize;
+            }
+            if let Some(u) = o.use_bundles {
+                opts.use_bundles = u;
+            }
+            if let Some(n) = o.bundle_size {
+                opts.bundle_size = n as usize;
+            }
+            if let Some(callback) = o.progress {
+                opts.progress = Some(Arc::new(move |p: cibmtr::Progress| {
+                    let progress = Progress {
+                        done: p.done as u32,
+                        total: p.total as u32,
+                        created: p.created as u32,
+                        already_present: p.already_present as u32,
+                        failed: p.failed as u32,
+                    };
+                    callback.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
+                }));
+            }
+        }
+        let client = self.inner.clone();
+        settle(&env, async move {
+            let crid = self::crid(crid)?;
+            // A lab that cannot be read is a failed item of the report, like a bad CSV row.
+            let inputs = labs.into_iter().map(lab_from).collect();
+            Ok(client.submit_lab_inputs(crid, inputs, &opts).await?.into())
+        })
+    }
+
+    /// Every Observation the server holds for the recipient (all pages).
+    #[napi(ts_args_type = "crid: Crid", ts_return_type = "Promise<Resource[]>")]
+    pub fn observations(&self, env: Env, crid: Crid) -> Result<AsyncBlock<Vec<Resource>>> {
+        let client = self.inner.clone();
+        settle(&env, async move {
+            Ok(resources(client.observations(self::crid(crid)?).await?))
+        })
+    }
+
+    #[napi(js_name = "toString")]
+    pub fn describe(&self) -> String {
+        format!(
+            "CibmtrClient {{ ccn: {:?}, fhir: {:?} }}",
+            self.inner.ccn(),
+            self.inner.fhir()
+        )
+    }
+
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> String {
+        self.describe()
+    }
+}
