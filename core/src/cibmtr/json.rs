@@ -97,9 +97,32 @@ const LAB_FIELDS: &[&str] = &[
     "comparator",
     "reference_low",
     "reference_high",
+    "reference_range",
     "status",
     "display",
 ];
+
+/// `reference_range` as API.md spells it: `[low, high]`, either bound `null`.
+fn reference_range(map: &Map<String, Value>) -> Result<Option<(Option<f64>, Option<f64>)>> {
+    let Some(v) = get(map, "reference_range") else {
+        return Ok(None);
+    };
+    let bound = |b: &Value| match b {
+        Value::Null => Ok(None),
+        Value::Number(n) => Ok(n.as_f64()),
+        _ => Err(Error::validation(
+            "reference_range",
+            "bounds must be numbers or null",
+        )),
+    };
+    match v.as_array().map(Vec::as_slice) {
+        Some([low, high]) => Ok(Some((bound(low)?, bound(high)?))),
+        _ => Err(Error::validation(
+            "reference_range",
+            "must be [low, high] (either may be null)",
+        )),
+    }
+}
 
 impl LabResult {
     /// Reads a lab from an object with the fields of [`LabResult`] (snake_case or camelCase).
@@ -127,6 +150,15 @@ impl LabResult {
         }
         lab.reference_low = number(map, "reference_low")?;
         lab.reference_high = number(map, "reference_high")?;
+        if let Some((low, high)) = reference_range(map)? {
+            if lab.reference_low.is_some() || lab.reference_high.is_some() {
+                return Err(Error::validation(
+                    "reference_range",
+                    "give reference_range or reference_low/reference_high, not both",
+                ));
+            }
+            (lab.reference_low, lab.reference_high) = (low, high);
+        }
         lab.status = string(map, "status")?;
         lab.display = string(map, "display")?;
         Ok(lab)
@@ -247,6 +279,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.comparator.as_deref(), Some("<"));
+        let d = LabResult::from_json(&json!({
+            "loinc": "718-7", "value": 1, "unit": "g/dL",
+            "effective": "2024-05-01T13:30:00Z", "referenceRange": [null, 16]
+        }))
+        .unwrap();
+        assert_eq!((d.reference_low, d.reference_high), (None, Some(16.0)));
     }
 
     #[test]

@@ -702,7 +702,10 @@ pub fn read_labs_csv<R: Read>(mut reader: R) -> Result<Vec<CsvLab>> {
     reader
         .read_to_end(&mut data)
         .map_err(|_| Error::validation("csv", "could not be read (I/O error)"))?;
-    let line_at = |pos: Option<&csv::Position>| -> usize {
+    // Rows come in order, so newlines are counted from where the previous row was found, not
+    // from the start of the file each time (which made a long file quadratic).
+    let (mut scanned, mut newlines) = (0usize, 0usize);
+    let mut line_at = |pos: Option<&csv::Position>| -> usize {
         let Some(p) = pos else { return 0 };
         let mut start = usize::try_from(p.byte())
             .unwrap_or(usize::MAX)
@@ -710,7 +713,12 @@ pub fn read_labs_csv<R: Read>(mut reader: R) -> Result<Vec<CsvLab>> {
         while start < data.len() && matches!(data[start], b'\r' | b'\n') {
             start += 1;
         }
-        1 + data[..start].iter().filter(|b| **b == b'\n').count()
+        if start < scanned {
+            (scanned, newlines) = (0, 0);
+        }
+        newlines += data[scanned..start].iter().filter(|b| **b == b'\n').count();
+        scanned = start;
+        1 + newlines
     };
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
