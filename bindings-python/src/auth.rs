@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::convert::{Json, epoch_time, py_to_json};
 use crate::error::OrRaise;
-use crate::runtime::{Born, awaitable, awaitable_ready_first, http, wait, wait_ready_first};
+use crate::runtime::{awaitable, awaitable_ready_first, http, wait, wait_ready_first};
 
 fn store(path: Option<PathBuf>) -> TokenStore {
     path.map(TokenStore::file).unwrap_or_default()
@@ -21,21 +21,18 @@ fn store(path: Option<PathBuf>) -> TokenStore {
 #[pyclass(module = "cibmtr_fhir", subclass, frozen)]
 pub struct TokenProvider {
     pub(crate) provider: core::TokenProvider,
-    born: Born,
 }
 
 #[pymethods]
 impl TokenProvider {
     /// A valid access token (str), from the cache when possible. Blocks with the GIL released.
     fn token<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        self.born.check()?;
         let token = wait_ready_first(py, self.provider.token())?;
         Ok(PyString::new(py, token.secret()))
     }
 
     /// `await auth.atoken()`: `token()` for asyncio.
     fn atoken<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.born.check()?;
         let p = self.provider.clone();
         awaitable_ready_first(py, async move { Ok(p.token().await?.secret().to_owned()) })
     }
@@ -70,11 +67,7 @@ fn with_provider<T: pyo3::PyClass<BaseType = TokenProvider>>(
     provider: core::TokenProvider,
     flow: T,
 ) -> PyClassInitializer<T> {
-    PyClassInitializer::from(TokenProvider {
-        provider,
-        born: Born::now(),
-    })
-    .add_subclass(flow)
+    PyClassInitializer::from(TokenProvider { provider }).add_subclass(flow)
 }
 
 /// CIBMTR's flow (Okta resource-owner password grant): username, password and scope in the form
@@ -245,13 +238,11 @@ fn key_text(key: &Bound<'_, PyAny>) -> PyResult<String> {
 #[pyclass(module = "cibmtr_fhir", extends = TokenProvider, frozen)]
 pub struct AuthorizationCode {
     inner: core::AuthorizationCode,
-    born: Born,
 }
 
 impl AuthorizationCode {
-    /// The core flow, unless this object came from before a fork.
+    /// The core flow (usable after a `fork()` too: the core's HTTP pool is per process).
     fn core(&self) -> PyResult<&core::AuthorizationCode> {
-        self.born.check()?;
         Ok(&self.inner)
     }
 }
@@ -290,13 +281,7 @@ impl AuthorizationCode {
             b = b.session(s);
         }
         let inner = b.build().or_raise()?;
-        Ok(with_provider(
-            (*inner).clone(),
-            AuthorizationCode {
-                inner,
-                born: Born::now(),
-            },
-        ))
+        Ok(with_provider((*inner).clone(), AuthorizationCode { inner }))
     }
 
     /// The URL to open in the user's browser. Each call starts a new login.

@@ -17,7 +17,7 @@ use crate::auth::TokenProvider;
 use crate::convert::{Json, JsonList, json_to_py, py_to_json};
 use crate::error::{OrRaise, invalid, to_py_err};
 use crate::fhir::FhirClient;
-use crate::runtime::{Born, awaitable, http, wait, with_python};
+use crate::runtime::{awaitable, http, wait, with_python};
 
 /// One lab result for form 2402: LOINC code, value, UCUM unit and a timezone-aware collection
 /// time (`effective`: ISO 8601 text with an offset, or an aware datetime); optionally a reference
@@ -490,13 +490,11 @@ fn csv_inputs(
 #[pyclass(module = "cibmtr_fhir", subclass, frozen)]
 pub struct CibmtrClient {
     inner: core::CibmtrClient,
-    born: Born,
 }
 
 impl CibmtrClient {
-    /// The core client, unless this object came from before a fork.
+    /// The core client (usable after a `fork()` too: the core's HTTP pool is per process).
     fn core(&self) -> PyResult<&core::CibmtrClient> {
-        self.born.check()?;
         Ok(&self.inner)
     }
 }
@@ -533,7 +531,6 @@ impl CibmtrClient {
         }
         Ok(CibmtrClient {
             inner: b.build().or_raise()?,
-            born: Born::now(),
         })
     }
 

@@ -18,20 +18,15 @@ use crate::runtime::{Born, awaitable, awaitable_py, http, wait};
 #[pyclass(module = "cibmtr_fhir", frozen)]
 pub struct FhirClient {
     inner: core::FhirClient,
-    born: Born,
 }
 
 impl FhirClient {
     pub(crate) fn wrap(inner: core::FhirClient) -> Self {
-        FhirClient {
-            inner,
-            born: Born::now(),
-        }
+        FhirClient { inner }
     }
 
-    /// The core client, unless this object came from before a fork.
+    /// The core client (usable after a `fork()` too: the core's HTTP pool is per process).
     fn core(&self) -> PyResult<&core::FhirClient> {
-        self.born.check()?;
         Ok(&self.inner)
     }
 }

@@ -5,9 +5,10 @@
 //! A forked child inherits the parent's runtime as dead memory (its worker threads do not cross
 //! `fork()`), so the child builds its own on first use. `os.register_at_fork` tells us about the
 //! fork (a per-call `getpid()` would cost more than a cached token); the old runtime is leaked on
-//! purpose, since dropping it would wait for threads that no longer exist. The HTTP client
-//! belongs to the same per-process state: its pooled connections are tasks of the runtime that
-//! opened them, so objects built before the fork cannot make requests in the child ([`Born`]).
+//! purpose, since dropping it would wait for threads that no longer exist. The core's HTTP
+//! client rebuilds its connection pool in a new process, so auth flows and clients built before
+//! the fork keep working in the child; only objects tied to the parent's runtime itself (a running
+//! `Sandbox`, a search iterator in mid-stream) refuse there ([`Born`]).
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -122,8 +123,9 @@ fn process() -> &'static Process {
     p
 }
 
-/// The process an object was built in. Its core object holds that process's HTTP client, whose
-/// connections do not work in a forked child: there it says so at once instead of timing out.
+/// The process an object was built in, for objects tied to that process's runtime (a running
+/// `Sandbox`, a search iterator in mid-stream): in a forked child they say so at once instead of
+/// hanging.
 pub struct Born(u64);
 
 impl Born {

@@ -93,7 +93,8 @@ def test_forked_child_makes_its_own_requests(sb: cf.Sandbox, okta: dict) -> None
         out = json.loads(f.read())
     _, status = os.waitpid(pid, 0)
     assert status == 0 and "error" not in out, out
-    assert out["inherited"].startswith("ConfigError after 0.0") and "fork" in out["inherited"]
+    # An object built before the fork works in the child: the core's HTTP pool is per process.
+    assert out["inherited"] == "worked", out
     assert out["status"] == "created" and out["observations"] == 2
     # The parent goes on with its own objects and sees the child's lab (the server is here).
     assert len(client.observations(crid)) == 2

@@ -574,7 +574,7 @@ async fn register(
         "token_endpoint_auth_method": method,
     });
     let resp = http
-        .inner
+        .client()
         .post(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&body)

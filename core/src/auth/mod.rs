@@ -145,7 +145,7 @@ pub(crate) async fn exchange(
     let mut rate_limited = 0u32;
     loop {
         let mut rb = http
-            .inner
+            .client()
             .post(req.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&req.form);
@@ -322,7 +322,7 @@ pub(crate) async fn smart_configuration(
         fhir_base.as_str().trim_end_matches('/')
     );
     let resp = http
-        .inner
+        .client()
         .get(&url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()

@@ -536,7 +536,7 @@ impl FhirClient {
             let mut rb = self
                 .inner
                 .http
-                .inner
+                .client()
                 .request(method.clone(), url.clone())
                 .header(header::ACCEPT, FHIR_JSON);
             if let Some(t) = &token {

@@ -49,36 +49,65 @@ impl Default for HttpConfig {
 }
 
 /// The configured client. Clone freely: clones share one connection pool.
+///
+/// Fork-aware: a connection pool is driven by the async runtime that opened its connections, and
+/// a forked child inherits neither, so in a child process the first request builds a new pool
+/// (objects created before a `fork()` keep working there).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    pub(crate) inner: reqwest::Client,
+    pool: std::sync::Arc<std::sync::Mutex<Pool>>,
     pub(crate) config: std::sync::Arc<HttpConfig>,
+}
+
+/// The reqwest client and the process it belongs to.
+#[derive(Debug)]
+struct Pool {
+    pid: u32,
+    client: reqwest::Client,
+}
+
+fn build(config: &HttpConfig) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.connect_timeout)
+        .user_agent(concat!("cibmtr-fhir/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(p) = &config.proxy {
+        b = b.proxy(reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?);
+    }
+    for pem in &config.extra_ca_pems {
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build()
+        .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))
 }
 
 impl HttpClient {
     pub fn new(config: HttpConfig) -> Result<Self> {
-        let mut b = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("cibmtr-fhir/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(p) = &config.proxy {
-            b = b.proxy(
-                reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?,
-            );
-        }
-        for pem in &config.extra_ca_pems {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
-            b = b.add_root_certificate(cert);
-        }
-        let inner = b
-            .build()
-            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
+        let client = build(&config)?;
         Ok(HttpClient {
-            inner,
+            pool: std::sync::Arc::new(std::sync::Mutex::new(Pool {
+                pid: std::process::id(),
+                client,
+            })),
             config: std::sync::Arc::new(config),
         })
+    }
+
+    /// The reqwest client of this process (a new pool after a `fork()`).
+    pub(crate) fn client(&self) -> reqwest::Client {
+        let pid = std::process::id();
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.pid != pid {
+            // The same settings built fine before, so this cannot fail for a new reason; if it
+            // does, the old pool's error on use is still a clear one.
+            if let Ok(client) = build(&self.config) {
+                *pool = Pool { pid, client };
+            }
+        }
+        pool.client.clone()
     }
 
     /// The process-wide default client.
