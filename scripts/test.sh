@@ -21,4 +21,5 @@ echo "== Rust: benchmarks compile and run once in test mode"
 CIBMTR_BENCH_QUICK=1 cargo bench --locked -p cibmtr-fhir --bench token_cache -- --test
 CIBMTR_BENCH_QUICK=1 cargo bench --locked -p cibmtr-fhir --bench submit_labs -- --test
 bash scripts/test-node.sh
+bash scripts/test-kotlin.sh
 bash scripts/test-python.sh

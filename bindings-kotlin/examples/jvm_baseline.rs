@@ -1,0 +1,173 @@
+//! The Rust side of the JVM benchmark (`bindings-kotlin/bench/run.sh`): the operations of
+//! `bench/Bench.kt`, through the core directly, on one multi-thread tokio runtime that also
+//! serves the sandbox (as the binding's runtime does for the JVM). Prints one JSON object per
+//! measurement: wall time and the process's CPU time, per operation.
+//!
+//! `cargo run --release -p cibmtr-fhir-kotlin --example jvm_baseline` (`CIBMTR_BENCH_QUICK=1`
+//! for a small run; `CIBMTR_BENCH_TOKEN_CALLS`, `CIBMTR_BENCH_LABS`, `CIBMTR_BENCH_TASK_LABS`
+//! override the counts).
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cibmtr_fhir::auth::PasswordGrant;
+use cibmtr_fhir::cibmtr::{CibmtrClient, Demographics, LabResult, SubmitOptions};
+use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
+
+const EFFECTIVE: &str = "2024-05-01T08:30:00-05:00";
+
+fn labs(n: usize, salt: usize) -> Vec<LabResult> {
+    (0..n)
+        .map(|i| {
+            LabResult::new(
+                "718-7",
+                5.0 + (salt * n + i) as f64 / 1e5,
+                "g/dL",
+                EFFECTIVE,
+            )
+        })
+        .collect()
+}
+
+/// CPU time of this process in nanoseconds (user + system, from `/proc/self/stat`, 100 Hz).
+fn cpu_ns() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks * 1e7
+}
+
+async fn measure<F: Future<Output = ()>>(name: &str, ops: usize, unit: &str, f: F) {
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
+        _ => 1e9,
+    };
+    let per = if unit == "s" { 1.0 } else { ops as f64 };
+    let (cpu0, wall0) = (cpu_ns(), Instant::now());
+    f.await;
+    let wall = wall0.elapsed().as_nanos() as f64 / scale / per;
+    let cpu = (cpu_ns() - cpu0) / scale / per;
+    println!(
+        "{{\"side\":\"rust\",\"op\":\"{name}\",\"ops\":{ops},\"unit\":\"{unit}\",\"wall\":{wall:.2},\"cpu\":{cpu:.2}}}"
+    );
+}
+
+/// A fresh sandbox and a client of its CIBMTR API, so no run sees a store grown by another.
+async fn fresh() -> (Sandbox, PasswordGrant, CibmtrClient) {
+    let sb = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox");
+    let o = &sb.credentials.okta;
+    let auth = PasswordGrant::builder(
+        &o.token_url,
+        &o.client_id,
+        o.client_secret.as_str(),
+        &o.username,
+        o.password.as_str(),
+    )
+    .scope(&o.scope)
+    .build()
+    .expect("auth");
+    let client = CibmtrClient::builder("12345", &auth)
+        .base_url(&sb.urls.cibmtr_base)
+        .build()
+        .expect("client");
+    (sb, auth, client)
+}
+
+fn main() {
+    let quick = std::env::var_os("CIBMTR_BENCH_QUICK").is_some();
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let token_calls = env(
+        "CIBMTR_BENCH_TOKEN_CALLS",
+        if quick { 20_000 } else { 1_000_000 },
+    );
+    let single_labs = if quick { 100 } else { 2_000 };
+    let bulk = env("CIBMTR_BENCH_LABS", if quick { 500 } else { 10_000 });
+    let per_lab = env("CIBMTR_BENCH_TASK_LABS", if quick { 500 } else { 2_000 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (_sb, auth, client) = fresh().await;
+        for _ in 0..token_calls.min(50_000) {
+            auth.token().await.expect("token");
+        }
+        measure("token", token_calls, "ns", async {
+            for _ in 0..token_calls {
+                std::hint::black_box(auth.token().await.expect("token"));
+            }
+        })
+        .await;
+
+        let jane = Demographics::new("Jane", "Doe", "1970-01-31", "F");
+        let crid = client.register_crid(&jane).await.expect("crid");
+        client.ensure_patient(crid).await.expect("patient");
+        for lab in labs(50, 9) {
+            client.submit_lab(crid, &lab).await.expect("lab");
+        }
+        let one = labs(single_labs, 0);
+        measure("submit_lab", single_labs, "us", async {
+            for lab in &one {
+                client.submit_lab(crid, lab).await.expect("lab");
+            }
+        })
+        .await;
+
+        for concurrency in [8usize, 32] {
+            let (_sb, _auth, client) = fresh().await;
+            let batch = Demographics::new("Batch", "Rust", "1970-01-31", "F");
+            let crid = client.register_crid(&batch).await.expect("crid");
+            let options = SubmitOptions {
+                concurrency,
+                ..SubmitOptions::default()
+            };
+            let labs_batch = labs(bulk, 1);
+            measure(&format!("submit_labs_c{concurrency}"), bulk, "s", async {
+                let report = client
+                    .submit_labs(crid, labs_batch, &options)
+                    .await
+                    .expect("report");
+                let failure = report.items.iter().find_map(|i| i.error.as_ref());
+                assert_eq!(report.created, bulk, "first failure: {failure:?}");
+            })
+            .await;
+
+            let (sb, _auth, client) = fresh().await;
+            let tasks = Demographics::new("Tasks", "Rust", "1970-01-31", "F");
+            let crid = client.register_crid(&tasks).await.expect("crid");
+            client.ensure_patient(crid).await.expect("patient");
+            let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+            let each = labs(per_lab, 2);
+            measure(
+                &format!("submit_lab_tasks_c{concurrency}"),
+                per_lab,
+                "s",
+                async {
+                    let mut set = tokio::task::JoinSet::new();
+                    for lab in each {
+                        let (client, permits) = (client.clone(), permits.clone());
+                        set.spawn(async move {
+                            let _permit = permits.acquire().await.expect("permit");
+                            client.submit_lab(crid, &lab).await.expect("lab")
+                        });
+                    }
+                    while let Some(r) = set.join_next().await {
+                        r.expect("task");
+                    }
+                },
+            )
+            .await;
+            assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 1);
+        }
+    });
+}
