@@ -1,0 +1,1 @@
+//! Running the independent FHIR validators over resources the SDK builds.
