@@ -8,15 +8,18 @@ use rand::Rng;
 
 use crate::error::{Error, Result};
 
+mod options;
+pub use options::{HttpOptions, millis, seconds};
+
 /// Settings of the shared HTTP client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpConfig {
     /// Whole-request timeout.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// An explicit proxy URL (otherwise the usual `HTTPS_PROXY`/`NO_PROXY` environment applies).
     pub proxy: Option<String>,
-    /// Extra trusted CA certificates, PEM.
+    /// Extra trusted CA certificates, PEM (each may hold several).
     pub extra_ca_pems: Vec<Vec<u8>>,
     /// Hosts to which plain http is allowed although they are not loopback.
     pub allow_http_hosts: Vec<String>,
@@ -30,6 +33,36 @@ pub struct HttpConfig {
     pub request_retries: u32,
     /// The longest one FHIR request may spend in retries and waits, all attempts together.
     pub max_retry_time: Duration,
+}
+
+/// The proxy URL without any `user:password@`, for printing.
+fn proxy_for_display(proxy: &str) -> String {
+    match url::Url::parse(proxy) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => "[unparsable]".to_owned(),
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("proxy", &self.proxy.as_deref().map(proxy_for_display))
+            .field("extra_ca_pems", &self.extra_ca_pems.len())
+            .field("allow_http_hosts", &self.allow_http_hosts)
+            .field("max_rate_limit_wait", &self.max_rate_limit_wait)
+            .field("token_retries", &self.token_retries)
+            .field("request_retries", &self.request_retries)
+            .field("max_retry_time", &self.max_retry_time)
+            .finish()
+    }
 }
 
 impl Default for HttpConfig {
@@ -76,9 +109,11 @@ fn build(config: &HttpConfig) -> Result<reqwest::Client> {
         b = b.proxy(reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?);
     }
     for pem in &config.extra_ca_pems {
-        let cert = reqwest::Certificate::from_pem(pem)
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
-        b = b.add_root_certificate(cert);
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
     }
     b.build()
         .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))
