@@ -9,7 +9,7 @@ use rand::Rng;
 use crate::error::{Error, Result};
 
 mod options;
-pub use options::{HttpOptions, millis, seconds};
+pub use options::{HttpOptions, millis, proxy_without_credentials, seconds};
 
 /// Settings of the shared HTTP client.
 #[derive(Clone)]
@@ -35,26 +35,15 @@ pub struct HttpConfig {
     pub max_retry_time: Duration,
 }
 
-/// The proxy URL without any `user:password@`, for printing.
-fn proxy_for_display(proxy: &str) -> String {
-    match url::Url::parse(proxy) {
-        Ok(mut u) => {
-            if !u.username().is_empty() || u.password().is_some() {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-            }
-            u.to_string()
-        }
-        Err(_) => "[unparsable]".to_owned(),
-    }
-}
-
 impl std::fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpConfig")
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("proxy", &self.proxy.as_deref().map(proxy_for_display))
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(proxy_without_credentials),
+            )
             .field("extra_ca_pems", &self.extra_ca_pems.len())
             .field("allow_http_hosts", &self.allow_http_hosts)
             .field("max_rate_limit_wait", &self.max_rate_limit_wait)

@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::{HttpClient, HttpConfig};
 use crate::error::{Error, Result};
 
-/// Optional overrides of [`HttpConfig::default`]; `None` and empty keep the default.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Optional overrides of [`HttpConfig::default`]; `None` and empty keep the default. `Debug`
+/// shows the proxy without its credentials.
+#[derive(Clone, Default, PartialEq)]
 pub struct HttpOptions {
     /// Whole-request timeout (default 30 s).
     pub timeout: Option<Duration>,
@@ -30,6 +31,37 @@ pub struct HttpOptions {
     pub request_retries: Option<u32>,
     /// The longest one FHIR request may spend in retries and waits (default 60 s).
     pub max_retry_time: Option<Duration>,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(proxy_without_credentials),
+            )
+            .field("ca_files", &self.ca_files)
+            .field("allow_http_hosts", &self.allow_http_hosts)
+            .field("max_rate_limit_wait", &self.max_rate_limit_wait)
+            .field("token_retries", &self.token_retries)
+            .field("request_retries", &self.request_retries)
+            .field("max_retry_time", &self.max_retry_time)
+            .finish()
+    }
+}
+
+/// A proxy URL without its `user:password@`, fit to print; otherwise as the caller wrote it.
+pub fn proxy_without_credentials(proxy: &str) -> String {
+    let Some((scheme, rest)) = proxy.split_once("://") else {
+        return proxy.to_owned();
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => proxy.to_owned(),
+    }
 }
 
 /// A duration given in seconds by a caller, for `field`: finite and not negative.
@@ -208,6 +240,24 @@ mod tests {
     }
 
     #[test]
+    fn proxy_credentials_are_cut_and_the_rest_kept() {
+        for (given, shown) in [
+            (
+                "http://svc:p%40ss@proxy.example.org:3128",
+                "http://proxy.example.org:3128",
+            ),
+            (
+                "http://proxy.example.org:3128",
+                "http://proxy.example.org:3128",
+            ),
+            ("socks5h://u@p:1080/x?y=@", "socks5h://p:1080/x?y=@"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(proxy_without_credentials(given), shown);
+        }
+    }
+
+    #[test]
     fn a_proxy_password_is_never_printed() {
         let c = HttpOptions {
             proxy: Some("http://svc:hunter2@proxy.example.org:3128".into()),
@@ -216,7 +266,15 @@ mod tests {
         .into_config()
         .unwrap();
         let client = HttpClient::new(c.clone()).unwrap();
-        for text in [format!("{c:?}"), format!("{client:?}")] {
+        let options = HttpOptions {
+            proxy: Some("http://svc:hunter2@proxy.example.org:3128".into()),
+            ..Default::default()
+        };
+        for text in [
+            format!("{c:?}"),
+            format!("{client:?}"),
+            format!("{options:?}"),
+        ] {
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("proxy.example.org"), "{text}");
         }
