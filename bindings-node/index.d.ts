@@ -209,9 +209,17 @@ export declare class CibmtrClient {
   /**
    * Submits many labs for one recipient, `concurrency` at a time. Never stops because one
    * item failed: the report accounts for every input item. Items already on the server are
-   * reported as already present and not sent.
+   * reported as already present and not sent. `labs` may also be the path of a CSV file
+   * (as `submitLabsCsv`).
    */
-  submitLabs(crid: Crid, labs: LabInput[], options?: SubmitLabsOptions): Promise<SubmissionReport>
+  submitLabs(crid: Crid, labs: LabInput[] | string, options?: SubmitLabsOptions): Promise<SubmissionReport>
+  /**
+   * `submitLabs` for a CSV file (`loinc,value,unit,effective` and optionally
+   * `reference_low,reference_high,comparator,status,display,crid`): every row is in the
+   * report with its `line`; a row that cannot be read, or whose `crid` is another
+   * recipient's, is a failed item.
+   */
+  submitLabsCsv(crid: Crid, path: string, options?: SubmitLabsOptions): Promise<SubmissionReport>
   /** Every Observation the server holds for the recipient (all pages). */
   observations(crid: Crid): Promise<Resource[]>
   toString(): string
@@ -335,9 +343,9 @@ export declare class Sandbox {
   get credentials(): SandboxCredentials
   /**
    * A `CibmtrClient` for CCN `12345` on this sandbox, authenticated with the Okta-like
-   * password grant.
+   * password grant. An `http` config serves the token requests too.
    */
-  cibmtrClient(): CibmtrClient
+  cibmtrClient(options?: SandboxClientOptions | undefined | null): CibmtrClient
   /** Requests that reached a token route for `clientId`. */
   tokenRequests(clientId: string): number
   /** Requests that reached any token route. */
@@ -392,6 +400,8 @@ export interface AuthorizationCodeOptions {
   tokenStore?: string
   /** A session name: with `tokenStore`, another process resumes the same login. */
   session?: string
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
+  http?: HttpConfig
 }
 
 /** The pre-registered Backend Services client (ES384). */
@@ -418,6 +428,8 @@ export interface BackendServicesOptions {
   scope?: string
   /** A file shared by processes and restarts (mode 0600); default: memory only. */
   tokenStore?: string
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
+  http?: HttpConfig
 }
 
 /** Options of `CibmtrClient`. */
@@ -436,6 +448,8 @@ export interface CibmtrClientOptions {
   labOptions?: LabCheckOptions
   /** Attempts per lab when the server or network fails transiently (default 5). */
   itemAttempts?: number
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for this client's requests. */
+  http?: HttpConfig
 }
 
 /** A client-credentials client. */
@@ -454,6 +468,8 @@ export interface ClientCredentialsOptions {
   authMethod?: 'client_secret_post' | 'client_secret_basic'
   /** A file shared by processes and restarts (mode 0600); default: memory only. */
   tokenStore?: string
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
+  http?: HttpConfig
 }
 
 /** What `createIfNoneExist` did. */
@@ -523,6 +539,8 @@ export interface FhirClientOptions {
   fhirVersion?: FhirVersion
   /** Query parameters added to every request, paging links included (MSK: `researchstudy`). */
   defaultParams?: Record<string, string>
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for this client's requests. */
+  http?: HttpConfig
 }
 
 /**
@@ -530,6 +548,38 @@ export interface FhirClientOptions {
  * thread.
  */
 export declare function generateKey(algorithm?: KeyAlgorithm): Promise<GeneratedKey>
+
+/**
+ * How the package talks HTTP. Every key is optional; durations are milliseconds, as in Node's
+ * own APIs. Checked when the object that receives it is built, before any request
+ * (`VALIDATION` naming the key). A proxy's password is never shown.
+ */
+export interface HttpConfig {
+  /** Whole-request timeout in milliseconds (default 30000). */
+  timeout?: number
+  /** Connection timeout in milliseconds (default 10000). */
+  connectTimeout?: number
+  /**
+   * A proxy URL, e.g. `http://user:password@proxy.hospital.org:3128` (default: the
+   * `HTTPS_PROXY`/`NO_PROXY` environment).
+   */
+  proxy?: string
+  /** PEM files of extra CA certificates to trust (a hospital's TLS-inspecting proxy). */
+  caFiles?: Array<string>
+  /** Host names to which plain http is allowed although they are not loopback. */
+  allowHttpHosts?: Array<string>
+  /** The longest a rate-limited token request is waited out, in milliseconds (default 60000). */
+  maxRateLimitWait?: number
+  /** Retries of a token request after a 5xx or a network error (default 3). */
+  tokenRetries?: number
+  /** Retries of an idempotent FHIR request (default 4). */
+  requestRetries?: number
+  /**
+   * The longest one FHIR request may spend in retries and waits, in milliseconds (default
+   * 60000).
+   */
+  maxRetryTime?: number
+}
 
 /** The outcome of one lab of a batch. */
 export interface ItemResult {
@@ -541,6 +591,8 @@ export interface ItemResult {
   warnings: Array<string>
   /** Why the item failed. */
   error?: ErrorInfo
+  /** The line of the CSV file the item came from (`submitLabsCsv`). */
+  line?: number
 }
 
 /** The form 2402 labs: preferred unit and candidate LOINC codes. */
@@ -595,6 +647,8 @@ export interface PasswordGrantOptions {
   scope?: string
   /** A file shared by processes and restarts (mode 0600); default: memory only. */
   tokenStore?: string
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
+  http?: HttpConfig
 }
 
 /** Progress of `submitLabs`, reported after every item. */
@@ -610,10 +664,16 @@ export interface Progress {
 export declare function publicJwks(privateKey: string, algorithm?: KeyAlgorithm): any
 
 /** Registers a confidential client (RFC 7591 dynamic registration). */
-export declare function registerClient(registrationUrl: string, clientName: string, redirectUris: Array<string>, scope: string): Promise<RegisteredClient>
+export declare function registerClient(registrationUrl: string, clientName: string, redirectUris: Array<string>, scope: string, options?: RegisterClientOptions | undefined | null): Promise<RegisteredClient>
+
+/** Options of `registerClient` and `registerPublicClient`. */
+export interface RegisterClientOptions {
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for the registration request. */
+  http?: HttpConfig
+}
 
 /** Registers a public client (no secret; PKCE protects the code). */
-export declare function registerPublicClient(registrationUrl: string, clientName: string, redirectUris: Array<string>, scope: string): Promise<RegisteredClient>
+export declare function registerPublicClient(registrationUrl: string, clientName: string, redirectUris: Array<string>, scope: string, options?: RegisterClientOptions | undefined | null): Promise<RegisteredClient>
 
 /** Options of `AuthorizationCode.restore`. */
 export interface RestoreOptions {
@@ -623,6 +683,12 @@ export interface RestoreOptions {
    * `date.getTime()`); default: now, so the first `token()` refreshes.
    */
   expiresAt?: number
+}
+
+/** Options of `Sandbox.cibmtrClient`. */
+export interface SandboxClientOptions {
+  /** Timeouts, a proxy, extra CA certificates and retry bounds for the client and its grant. */
+  http?: HttpConfig
 }
 
 /**

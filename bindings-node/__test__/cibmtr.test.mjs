@@ -172,3 +172,57 @@ test('client options: r3 root, terminology URIs, top-level CRID answers, strict 
     { field: 'environment' },
   )
 })
+
+test('submitLabsCsv: every row in the report with its line; bad rows and other patients fail', async (t) => {
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = await mkdtemp(join(tmpdir(), 'cibmtr-fhir-csv-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const sb = await startSandbox(t)
+  const client = sb.cibmtrClient()
+  const crid = await client.registerCrid(JANE)
+  const path = join(dir, 'labs.csv')
+  await writeFile(
+    path,
+    'loinc,value,unit,effective,reference_low,reference_high,crid\n' +
+      `718-7,10.9,g/dL,2024-03-01T07:45:00-06:00,12,16,${crid}\n` +
+      '\n' + // blank lines are skipped but still counted
+      '777-3,142,10*9/L,2024-03-01T07:45:00,,,\n' + // no timezone: a failed row
+      '718-7,11.2,g/dL,2024-03-02T07:45:00-06:00,,,1234\n' + // another patient's row
+      '26515-7,<5,10*9/L,2024-03-01T13:45:00Z,,,\n',
+  )
+  const progress = []
+  const report = await client.submitLabsCsv(crid, path, { concurrency: 2, progress: (p) => progress.push(p) })
+  assert.equal(report.total, 4)
+  assert.equal(report.created, 2)
+  assert.equal(report.failed, 2)
+  assert.deepEqual(report.items.map((i) => i.line), [2, 4, 5, 6])
+  assert.deepEqual(report.items.map((i) => i.index), [0, 1, 2, 3])
+  const failed = report.items.filter((i) => i.status === 'failed')
+  assert.deepEqual(failed.map((i) => [i.line, i.error.code, i.error.field]), [
+    [4, 'VALIDATION', 'effective'],
+    [5, 'VALIDATION', 'crid'],
+  ])
+  assert.match(failed[1].error.message, /1234/)
+  assert.deepEqual(progress.at(-1), { done: 4, total: 4, created: 2, alreadyPresent: 0, failed: 2 })
+  assert.equal(sb.observations().length, 2, 'nothing sent for the bad rows')
+
+  // submitLabs takes the path too; a re-run sends nothing.
+  const posts = sb.requests('observation_create')
+  const again = await client.submitLabs(crid, path)
+  assert.equal(again.alreadyPresent, 2)
+  assert.deepEqual(again.items.map((i) => i.line), [2, 4, 5, 6])
+  assert.equal(sb.requests('observation_create'), posts)
+  // Lab arrays carry no line.
+  const plain = await client.submitLabs(crid, [freshLab()])
+  assert.equal(plain.items[0].line, undefined)
+
+  // A file that cannot be opened, or lacks a column, rejects the whole call.
+  const missing = await rejectsWith(client.submitLabsCsv(crid, join(dir, 'absent.csv')), 'CONFIG')
+  assert.match(missing.message, /absent\.csv/)
+  const noUnit = join(dir, 'no-unit.csv')
+  await writeFile(noUnit, 'loinc,value,effective\n718-7,1,2024-03-01T07:45:00Z\n')
+  await rejectsWith(client.submitLabsCsv(crid, noUnit), 'VALIDATION', { field: 'csv' })
+  await rejectsWith(client.submitLabsCsv('12x', path), 'VALIDATION', { field: 'crid' })
+})

@@ -7,12 +7,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cibmtr_fhir::auth::{self, KeyAlgorithm, TokenProvider, TokenStore};
-use cibmtr_fhir::http::HttpClient;
 use napi::Env;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::error::{CoreResult, OrThrow, invalid, settle, settle_now_or_later};
+use crate::http::{self, HttpConfig};
 
 /// Counters of a flow's token cache.
 #[napi(object, object_from_js = false)]
@@ -110,6 +110,8 @@ pub struct PasswordGrantOptions {
     pub scope: Option<String>,
     /// A file shared by processes and restarts (mode 0600); default: memory only.
     pub token_store: Option<String>,
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
+    pub http: Option<HttpConfig>,
 }
 
 /// CIBMTR's token flow: Okta's password grant (`grant_type=password`, client id and secret as
@@ -137,6 +139,9 @@ impl PasswordGrant {
         let mut b =
             auth::PasswordGrant::builder(token_url, client_id, client_secret, username, password)
                 .token_store(store(o.token_store));
+        if let Some(h) = http::client(o.http).or_throw(&env)? {
+            b = b.http(h);
+        }
         if let Some(s) = o.scope {
             b = b.scope(s);
         }
@@ -158,6 +163,8 @@ pub struct ClientCredentialsOptions {
     pub auth_method: Option<String>,
     /// A file shared by processes and restarts (mode 0600); default: memory only.
     pub token_store: Option<String>,
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
+    pub http: Option<HttpConfig>,
 }
 
 /// The client-credentials grant with a shared secret (MSK's Blaze).
@@ -179,6 +186,9 @@ impl ClientCredentials {
         let o = options.unwrap_or_default();
         let mut b = auth::ClientCredentials::builder(token_url, client_id, client_secret)
             .token_store(store(o.token_store));
+        if let Some(h) = http::client(o.http).or_throw(&env)? {
+            b = b.http(h);
+        }
         if let Some(s) = o.scope {
             b = b.scope(s);
         }
@@ -209,6 +219,8 @@ pub struct BackendServicesOptions {
     pub scope: Option<String>,
     /// A file shared by processes and restarts (mode 0600); default: memory only.
     pub token_store: Option<String>,
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
+    pub http: Option<HttpConfig>,
 }
 
 /// SMART Backend Services: client credentials with a freshly signed JWT assertion per request.
@@ -231,6 +243,9 @@ impl BackendServices {
         let mut b = auth::BackendServices::builder(client_id, private_key)
             .algorithm(algorithm(o.algorithm).or_throw(&env)?)
             .token_store(store(o.token_store));
+        if let Some(h) = http::client(o.http).or_throw(&env)? {
+            b = b.http(h);
+        }
         if let Some(u) = o.token_url {
             b = b.token_url(u);
         }
@@ -271,6 +286,8 @@ pub struct AuthorizationCodeOptions {
     pub token_store: Option<String>,
     /// A session name: with `tokenStore`, another process resumes the same login.
     pub session: Option<String>,
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
+    pub http: Option<HttpConfig>,
 }
 
 /// Options of `AuthorizationCode.restore`.
@@ -303,6 +320,9 @@ impl AuthorizationCode {
         let o = options.unwrap_or_default();
         let mut b = auth::AuthorizationCode::builder(client_id, redirect_uri, scope)
             .token_store(store(o.token_store));
+        if let Some(h) = http::client(o.http).or_throw(&env)? {
+            b = b.http(h);
+        }
         if let Some(s) = o.client_secret {
             b = b.client_secret(s);
         }
@@ -397,6 +417,14 @@ impl RegisteredClient {
     }
 }
 
+/// Options of `registerClient` and `registerPublicClient`.
+#[napi(object, object_to_js = false)]
+#[derive(Default)]
+pub struct RegisterClientOptions {
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for the registration request.
+    pub http: Option<HttpConfig>,
+}
+
 /// Registers a confidential client (RFC 7591 dynamic registration).
 #[napi]
 pub fn register_client(
@@ -405,9 +433,11 @@ pub fn register_client(
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    options: Option<RegisterClientOptions>,
 ) -> Result<AsyncBlock<RegisteredClient>> {
+    let config = options.unwrap_or_default().http;
     settle(&env, async move {
-        let http = HttpClient::shared();
+        let http = http::client_or_shared(config)?;
         let inner = auth::register_client(
             &http,
             &registration_url,
@@ -428,9 +458,11 @@ pub fn register_public_client(
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    options: Option<RegisterClientOptions>,
 ) -> Result<AsyncBlock<RegisteredClient>> {
+    let config = options.unwrap_or_default().http;
     settle(&env, async move {
-        let http = HttpClient::shared();
+        let http = http::client_or_shared(config)?;
         let inner = auth::register_public_client(
             &http,
             &registration_url,

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{CoreResult, ErrorInfo, OrThrow, invalid, settle};
 use crate::fhir::{AuthFlow, FhirClient, Resource, provider_of, resources};
+use crate::http::{self, HttpConfig};
 
 /// A CRID as JavaScript gives it (`Crid` in TypeScript: `string | bigint | number`).
 pub type Crid = Either3<String, BigInt, f64>;
@@ -124,6 +125,8 @@ pub struct CibmtrClientOptions {
     pub lab_options: Option<LabCheckOptions>,
     /// Attempts per lab when the server or network fails transiently (default 5).
     pub item_attempts: Option<u32>,
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for this client's requests.
+    pub http: Option<HttpConfig>,
 }
 
 /// How labs are checked against the form 2402 catalog.
@@ -186,6 +189,8 @@ pub struct ItemResult {
     pub warnings: Vec<String>,
     /// Why the item failed.
     pub error: Option<ErrorInfo>,
+    /// The line of the CSV file the item came from (`submitLabsCsv`).
+    pub line: Option<u32>,
 }
 
 /// Every input item of a batch, accounted for.
@@ -200,8 +205,9 @@ pub struct SubmissionReport {
     pub items: Vec<ItemResult>,
 }
 
-impl From<cibmtr::SubmissionReport> for SubmissionReport {
-    fn from(r: cibmtr::SubmissionReport) -> Self {
+impl SubmissionReport {
+    /// The core's report; `lines[i]` is the CSV line of input `i`, when the input was a file.
+    fn new(r: cibmtr::SubmissionReport, lines: Option<&[usize]>) -> Self {
         SubmissionReport {
             total: r.total() as u32,
             created: r.created as u32,
@@ -214,6 +220,7 @@ impl From<cibmtr::SubmissionReport> for SubmissionReport {
                 .map(|i| ItemResult {
                     index: i.index as u32,
                     status: i.status.as_str().to_owned(),
+                    line: lines.and_then(|l| l.get(i.index)).map(|l| *l as u32),
                     id: i.id,
                     submission_id: i.submission_id,
                     warnings: i.warnings,
@@ -222,6 +229,37 @@ impl From<cibmtr::SubmissionReport> for SubmissionReport {
                 .collect(),
         }
     }
+}
+
+/// The core's options of a bulk submission; the progress callback is called on the JavaScript
+/// thread.
+fn submit_options(options: Option<SubmitLabsOptions>) -> SubmitOptions {
+    let mut opts = SubmitOptions::default();
+    let Some(o) = options else {
+        return opts;
+    };
+    if let Some(c) = o.concurrency {
+        opts.concurrency = c as usize;
+    }
+    if let Some(u) = o.use_bundles {
+        opts.use_bundles = u;
+    }
+    if let Some(n) = o.bundle_size {
+        opts.bundle_size = n as usize;
+    }
+    if let Some(callback) = o.progress {
+        opts.progress = Some(Arc::new(move |p: cibmtr::Progress| {
+            let progress = Progress {
+                done: p.done as u32,
+                total: p.total as u32,
+                created: p.created as u32,
+                already_present: p.already_present as u32,
+                failed: p.failed as u32,
+            };
+            callback.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
+        }));
+    }
+    opts
 }
 
 /// A form 2402 lab of the catalog.
@@ -318,6 +356,9 @@ impl CibmtrClient {
         }
         if let Some(n) = o.item_attempts {
             b = b.item_attempts(n);
+        }
+        if let Some(h) = http::client(o.http).or_throw(&env)? {
+            b = b.http_client(h);
         }
         Ok(CibmtrClient {
             inner: b.build().or_throw(&env)?,
@@ -425,45 +466,50 @@ impl CibmtrClient {
 
     /// Submits many labs for one recipient, `concurrency` at a time. Never stops because one
     /// item failed: the report accounts for every input item. Items already on the server are
-    /// reported as already present and not sent.
-    #[napi(ts_args_type = "crid: Crid, labs: LabInput[], options?: SubmitLabsOptions")]
+    /// reported as already present and not sent. `labs` may also be the path of a CSV file
+    /// (as `submitLabsCsv`).
+    #[napi(ts_args_type = "crid: Crid, labs: LabInput[] | string, options?: SubmitLabsOptions")]
     pub fn submit_labs(
         &self,
         env: Env,
         crid: Crid,
-        labs: Vec<Value>,
+        labs: Either<Vec<Value>, String>,
         options: Option<SubmitLabsOptions>,
     ) -> Result<AsyncBlock<SubmissionReport>> {
-        let mut opts = SubmitOptions::default();
-        if let Some(o) = options {
-            if let Some(c) = o.concurrency {
-                opts.concurrency = c as usize;
-            }
-            if let Some(u) = o.use_bundles {
-                opts.use_bundles = u;
-            }
-            if let Some(n) = o.bundle_size {
-                opts.bundle_size = n as usize;
-            }
-            if let Some(callback) = o.progress {
-                opts.progress = Some(Arc::new(move |p: cibmtr::Progress| {
-                    let progress = Progress {
-                        done: p.done as u32,
-                        total: p.total as u32,
-                        created: p.created as u32,
-                        already_present: p.already_present as u32,
-                        failed: p.failed as u32,
-                    };
-                    callback.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
-                }));
-            }
-        }
+        let labs = match labs {
+            Either::A(labs) => labs,
+            Either::B(path) => return self.submit_labs_csv(env, crid, path, options),
+        };
+        let opts = submit_options(options);
         let client = self.inner.clone();
         settle(&env, async move {
             let crid = self::crid(crid)?;
             // A lab that cannot be read is a failed item of the report, like a bad CSV row.
             let inputs = labs.into_iter().map(lab_from).collect();
-            Ok(client.submit_lab_inputs(crid, inputs, &opts).await?.into())
+            let report = client.submit_lab_inputs(crid, inputs, &opts).await?;
+            Ok(SubmissionReport::new(report, None))
+        })
+    }
+
+    /// `submitLabs` for a CSV file (`loinc,value,unit,effective` and optionally
+    /// `reference_low,reference_high,comparator,status,display,crid`): every row is in the
+    /// report with its `line`; a row that cannot be read, or whose `crid` is another
+    /// recipient's, is a failed item.
+    #[napi(ts_args_type = "crid: Crid, path: string, options?: SubmitLabsOptions")]
+    pub fn submit_labs_csv(
+        &self,
+        env: Env,
+        crid: Crid,
+        path: String,
+        options: Option<SubmitLabsOptions>,
+    ) -> Result<AsyncBlock<SubmissionReport>> {
+        let opts = submit_options(options);
+        let client = self.inner.clone();
+        settle(&env, async move {
+            let crid = self::crid(crid)?;
+            let csv = cibmtr::labs_csv_inputs(path.as_ref(), crid)?;
+            let report = client.submit_lab_inputs(crid, csv.inputs, &opts).await?;
+            Ok(SubmissionReport::new(report, Some(&csv.lines)))
         })
     }
 

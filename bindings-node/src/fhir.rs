@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::auth::{AuthorizationCode, BackendServices, ClientCredentials, PasswordGrant};
 use crate::error::{CoreResult, OrThrow, invalid, js_error, settle};
+use crate::http::{self, HttpConfig};
 
 /// Any of the four flows, where a client takes one (`AuthFlow` in TypeScript).
 pub type AuthFlow<'a> =
@@ -117,6 +118,8 @@ pub struct FhirClientOptions<'a> {
     pub fhir_version: Option<String>,
     /// Query parameters added to every request, paging links included (MSK: `researchstudy`).
     pub default_params: Option<HashMap<String, String>>,
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for this client's requests.
+    pub http: Option<HttpConfig>,
 }
 
 /// What `createIfNoneExist` did.
@@ -159,6 +162,9 @@ impl FhirClient {
         if let Some(o) = options {
             if let Some(flow) = &o.auth {
                 b = b.auth(&provider_of(flow));
+            }
+            if let Some(h) = http::client(o.http).or_throw(&env)? {
+                b = b.http_client(h);
             }
             if let Some(v) = o.fhir_version {
                 b = b.fhir_version(v.parse::<FhirVersion>().or_throw(&env)?);

@@ -13,4 +13,5 @@ mod auth;
 mod cibmtr;
 mod error;
 mod fhir;
+mod http;
 mod sandbox;

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::cibmtr::CibmtrClient;
 use crate::error::{CoreResult, OrThrow, invalid, settle};
 use crate::fhir::{Resource, resources};
+use crate::http::{self, HttpConfig};
 
 /// Options of `Sandbox.start`. Durations are in seconds.
 #[napi(object)]
@@ -84,6 +85,14 @@ fn config(o: SandboxOptions) -> CoreResult<sandbox::SandboxConfig> {
             .unwrap_or(d.patient_id_only_in_location),
         accept_bundles: o.accept_bundles.unwrap_or(d.accept_bundles),
     })
+}
+
+/// Options of `Sandbox.cibmtrClient`.
+#[napi(object, object_to_js = false)]
+#[derive(Default)]
+pub struct SandboxClientOptions {
+    /// Timeouts, a proxy, extra CA certificates and retry bounds for the client and its grant.
+    pub http: Option<HttpConfig>,
 }
 
 /// An injected failure or delay on a route (see `Sandbox.setFault`).
@@ -337,11 +346,16 @@ impl Sandbox {
     }
 
     /// A `CibmtrClient` for CCN `12345` on this sandbox, authenticated with the Okta-like
-    /// password grant.
+    /// password grant. An `http` config serves the token requests too.
     #[napi]
-    pub fn cibmtr_client(&self, env: Env) -> Result<CibmtrClient> {
+    pub fn cibmtr_client(
+        &self,
+        env: Env,
+        options: Option<SandboxClientOptions>,
+    ) -> Result<CibmtrClient> {
         let sb = self.running(&env)?;
         let o = &sb.credentials.okta;
+        let http = http::client_or_shared(options.unwrap_or_default().http).or_throw(&env)?;
         let client = PasswordGrant::builder(
             &o.token_url,
             &o.client_id,
@@ -350,10 +364,12 @@ impl Sandbox {
             o.password.as_str(),
         )
         .scope(&o.scope)
+        .http(http.clone())
         .build()
         .and_then(|auth| {
             cibmtr::CibmtrClient::builder("12345", &auth)
                 .base_url(&sb.urls.cibmtr_base)
+                .http_client(http)
                 .build()
         })
         .or_throw(&env)?;

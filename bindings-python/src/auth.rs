@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::convert::{Json, epoch_time, py_to_json};
 use crate::error::OrRaise;
-use crate::runtime::{awaitable, awaitable_ready_first, http, wait, wait_ready_first};
+use crate::http::HttpConfig;
+use crate::runtime::{awaitable, awaitable_ready_first, wait, wait_ready_first};
 
 fn store(path: Option<PathBuf>) -> TokenStore {
     path.map(TokenStore::file).unwrap_or_default()
@@ -80,7 +81,7 @@ pub struct PasswordGrant {
 #[pymethods]
 impl PasswordGrant {
     #[new]
-    #[pyo3(signature = (token_url, client_id, client_secret, username, password, scope = None, token_store = None))]
+    #[pyo3(signature = (token_url, client_id, client_secret, username, password, scope = None, token_store = None, *, http = None))]
     fn new(
         token_url: String,
         client_id: String,
@@ -89,11 +90,12 @@ impl PasswordGrant {
         password: String,
         scope: Option<String>,
         token_store: Option<PathBuf>,
+        http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let mut b =
             core::PasswordGrant::builder(token_url, client_id, client_secret, username, password)
                 .token_store(store(token_store))
-                .http(http());
+                .http(HttpConfig::client_or_default(http));
         if let Some(s) = scope {
             b = b.scope(s);
         }
@@ -116,7 +118,7 @@ pub struct ClientCredentials {
 #[pymethods]
 impl ClientCredentials {
     #[new]
-    #[pyo3(signature = (token_url, client_id, client_secret, scope = None, auth_method = "client_secret_post", token_store = None))]
+    #[pyo3(signature = (token_url, client_id, client_secret, scope = None, auth_method = "client_secret_post", token_store = None, *, http = None))]
     fn new(
         token_url: String,
         client_id: String,
@@ -124,12 +126,13 @@ impl ClientCredentials {
         scope: Option<String>,
         auth_method: &str,
         token_store: Option<PathBuf>,
+        http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let method: ClientAuthMethod = auth_method.parse().or_raise()?;
         let mut b = core::ClientCredentials::builder(token_url, client_id, client_secret)
             .auth_method(method)
             .token_store(store(token_store))
-            .http(http());
+            .http(HttpConfig::client_or_default(http));
         if let Some(s) = scope {
             b = b.scope(s);
         }
@@ -162,7 +165,7 @@ pub struct BackendServices {
 #[pymethods]
 impl BackendServices {
     #[new]
-    #[pyo3(signature = (client_id, private_key, token_url = None, fhir_base = None, key_id = None, algorithm = "RS384", scope = "system/*.read", token_store = None))]
+    #[pyo3(signature = (client_id, private_key, token_url = None, fhir_base = None, key_id = None, algorithm = "RS384", scope = "system/*.read", token_store = None, *, http = None))]
     fn new(
         client_id: String,
         private_key: &Bound<'_, PyAny>,
@@ -172,13 +175,14 @@ impl BackendServices {
         algorithm: &str,
         scope: &str,
         token_store: Option<PathBuf>,
+        http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let key = key_text(private_key)?;
         let mut b = core::BackendServices::builder(client_id, key)
             .algorithm(algorithm.parse::<KeyAlgorithm>().or_raise()?)
             .scope(scope)
             .token_store(store(token_store))
-            .http(http());
+            .http(HttpConfig::client_or_default(http));
         if let Some(u) = token_url {
             b = b.token_url(u);
         }
@@ -250,7 +254,7 @@ impl AuthorizationCode {
 #[pymethods]
 impl AuthorizationCode {
     #[new]
-    #[pyo3(signature = (client_id, redirect_uri, scope, client_secret = None, fhir_base = None, authorize_url = None, token_url = None, token_store = None, session = None))]
+    #[pyo3(signature = (client_id, redirect_uri, scope, client_secret = None, fhir_base = None, authorize_url = None, token_url = None, token_store = None, session = None, *, http = None))]
     fn new(
         client_id: String,
         redirect_uri: String,
@@ -261,10 +265,11 @@ impl AuthorizationCode {
         token_url: Option<String>,
         token_store: Option<PathBuf>,
         session: Option<String>,
+        http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let mut b = core::AuthorizationCode::builder(client_id, redirect_uri, scope)
             .token_store(store(token_store))
-            .http(http());
+            .http(HttpConfig::client_or_default(http));
         if let Some(s) = client_secret {
             b = b.client_secret(s);
         }
@@ -368,38 +373,38 @@ impl RegisteredClient {
 
 /// Registers a confidential client (RFC 7591 dynamic registration, `client_secret_basic`).
 #[pyfunction]
+#[pyo3(signature = (registration_url, client_name, redirect_uris, scope, *, http = None))]
 pub fn register_client(
     py: Python<'_>,
     registration_url: &str,
     client_name: &str,
     redirect_uris: Vec<String>,
     scope: &str,
+    http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<RegisteredClient> {
+    let http = HttpConfig::client_or_default(http);
     let inner = wait(
         py,
-        core::register_client(
-            &http(),
-            registration_url,
-            client_name,
-            &redirect_uris,
-            scope,
-        ),
+        core::register_client(&http, registration_url, client_name, &redirect_uris, scope),
     )?;
     Ok(RegisteredClient { inner })
 }
 
 /// `await aregister_client(...)`.
 #[pyfunction]
+#[pyo3(signature = (registration_url, client_name, redirect_uris, scope, *, http = None))]
 pub fn aregister_client<'py>(
     py: Python<'py>,
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let http = HttpConfig::client_or_default(http);
     awaitable(py, async move {
         let inner = core::register_client(
-            &http(),
+            &http,
             &registration_url,
             &client_name,
             &redirect_uris,
@@ -412,38 +417,38 @@ pub fn aregister_client<'py>(
 
 /// Registers a public client (`token_endpoint_auth_method: none`; PKCE protects the code).
 #[pyfunction]
+#[pyo3(signature = (registration_url, client_name, redirect_uris, scope, *, http = None))]
 pub fn register_public_client(
     py: Python<'_>,
     registration_url: &str,
     client_name: &str,
     redirect_uris: Vec<String>,
     scope: &str,
+    http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<RegisteredClient> {
+    let http = HttpConfig::client_or_default(http);
     let inner = wait(
         py,
-        core::register_public_client(
-            &http(),
-            registration_url,
-            client_name,
-            &redirect_uris,
-            scope,
-        ),
+        core::register_public_client(&http, registration_url, client_name, &redirect_uris, scope),
     )?;
     Ok(RegisteredClient { inner })
 }
 
 /// `await aregister_public_client(...)`.
 #[pyfunction]
+#[pyo3(signature = (registration_url, client_name, redirect_uris, scope, *, http = None))]
 pub fn aregister_public_client<'py>(
     py: Python<'py>,
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let http = HttpConfig::client_or_default(http);
     awaitable(py, async move {
         let inner = core::register_public_client(
-            &http(),
+            &http,
             &registration_url,
             &client_name,
             &redirect_uris,

@@ -17,7 +17,8 @@ use crate::auth::TokenProvider;
 use crate::convert::{Json, JsonList, json_to_py, py_to_json};
 use crate::error::{OrRaise, invalid, to_py_err};
 use crate::fhir::FhirClient;
-use crate::runtime::{awaitable, http, wait, with_python};
+use crate::http::HttpConfig;
+use crate::runtime::{awaitable, wait, with_python};
 
 /// One lab result for form 2402: LOINC code, value, UCUM unit and a timezone-aware collection
 /// time (`effective`: ISO 8601 text with an offset, or an aware datetime); optionally a reference
@@ -457,30 +458,6 @@ fn progress_fn(callback: Py<PyAny>) -> ProgressFn {
     })
 }
 
-/// The rows of a labs CSV file for one CRID, with their line numbers. A row whose `crid` column
-/// names another patient is refused (as a failed item), never sent to `crid`.
-fn csv_inputs(
-    path: &PathBuf,
-    crid: i64,
-) -> cibmtr_fhir::Result<(Vec<cibmtr_fhir::Result<core::LabResult>>, Vec<usize>)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::Config {
-        message: format!("cannot open {}: {}", path.display(), e.kind()),
-    })?;
-    let rows = core::read_labs_csv(std::io::BufReader::new(file))?;
-    let lines = rows.iter().map(|r| r.line).collect();
-    let inputs = rows
-        .into_iter()
-        .map(|r| match r.crid {
-            Some(other) if other != crid => Err(invalid(
-                "crid",
-                format!("the row is for CRID {other}, not {crid}"),
-            )),
-            _ => r.result,
-        })
-        .collect();
-    Ok((inputs, lines))
-}
-
 /// A client of CIBMTR's Direct FHIR Service API for one transplant centre (CCN), authenticating
 /// with any flow (CIBMTR: `PasswordGrant`). `environment` is `"test"` or `"production"`;
 /// `base_url` overrides its API URL (e.g. the sandbox's), `fhir_path` the FHIR root below it
@@ -502,7 +479,7 @@ impl CibmtrClient {
 #[pymethods]
 impl CibmtrClient {
     #[new]
-    #[pyo3(signature = (ccn, auth, environment = "test", base_url = None, *, fhir_path = None, uri_family = "cibmtr", fhir_version = "STU3", strict = false, convert_units = false))]
+    #[pyo3(signature = (ccn, auth, environment = "test", base_url = None, *, fhir_path = None, uri_family = "cibmtr", fhir_version = "STU3", strict = false, convert_units = false, http = None))]
     fn new(
         ccn: String,
         auth: PyRef<'_, TokenProvider>,
@@ -513,6 +490,7 @@ impl CibmtrClient {
         fhir_version: &str,
         strict: bool,
         convert_units: bool,
+        http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<Self> {
         let mut b = core::CibmtrClient::builder(ccn, &auth.provider)
             .environment(environment.parse::<Environment>().or_raise()?)
@@ -522,7 +500,7 @@ impl CibmtrClient {
                 strict,
                 convert_units,
             })
-            .http_client(http());
+            .http_client(HttpConfig::client_or_default(http));
         if let Some(u) = base_url {
             b = b.base_url(u);
         }
@@ -755,7 +733,7 @@ impl CibmtrClient {
         use_bundles: bool,
         bundle_size: usize,
     ) -> PyResult<SubmissionReport> {
-        let (inputs, lines) = csv_inputs(&path, crid).or_raise()?;
+        let core::CsvInputs { inputs, lines } = core::labs_csv_inputs(&path, crid).or_raise()?;
         let opts = options(concurrency, use_bundles, bundle_size, progress);
         let inner = wait(py, self.core()?.submit_lab_inputs(crid, inputs, &opts))?;
         Ok(SubmissionReport {
@@ -776,7 +754,7 @@ impl CibmtrClient {
         use_bundles: bool,
         bundle_size: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (inputs, lines) = csv_inputs(&path, crid).or_raise()?;
+        let core::CsvInputs { inputs, lines } = core::labs_csv_inputs(&path, crid).or_raise()?;
         let opts = options(concurrency, use_bundles, bundle_size, progress);
         let c = self.core()?.clone();
         awaitable(py, async move {

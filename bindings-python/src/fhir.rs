@@ -9,7 +9,8 @@ use pyo3::prelude::*;
 use crate::auth::TokenProvider;
 use crate::convert::{Json, JsonList, borrowed, py_to_json, query_pairs};
 use crate::error::OrRaise;
-use crate::runtime::{Born, awaitable, awaitable_py, http, wait};
+use crate::http::HttpConfig;
+use crate::runtime::{Born, awaitable, awaitable_py, wait};
 
 /// A client of one FHIR server (STU3 or R4 JSON). With `auth` (any flow), requests carry its
 /// cached bearer token and a 401 re-mints it once. `default_params` (dict) are added to every
@@ -34,16 +35,17 @@ impl FhirClient {
 #[pymethods]
 impl FhirClient {
     #[new]
-    #[pyo3(signature = (base_url, auth = None, fhir_version = "R4", default_params = None))]
+    #[pyo3(signature = (base_url, auth = None, fhir_version = "R4", default_params = None, *, http = None))]
     fn new(
         base_url: String,
         auth: Option<PyRef<'_, TokenProvider>>,
         fhir_version: &str,
         default_params: Option<&Bound<'_, PyAny>>,
+        http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<Self> {
         let mut b = core::FhirClient::builder(base_url)
             .fhir_version(fhir_version.parse::<FhirVersion>().or_raise()?)
-            .http_client(http());
+            .http_client(HttpConfig::client_or_default(http));
         if let Some(a) = &auth {
             b = b.auth(&a.provider);
         }

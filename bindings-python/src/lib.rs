@@ -8,6 +8,7 @@ mod cibmtr;
 mod convert;
 mod error;
 mod fhir;
+mod http;
 mod logging;
 mod runtime;
 mod sandbox;
@@ -31,6 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     error::register(m)?;
     auth::register(m)?;
     fhir::register(m)?;
+    http::register(m)?;
     cibmtr::register(m)?;
     sandbox::register(m)?;
     Ok(())

@@ -149,7 +149,7 @@ pub fn runtime() -> &'static Runtime {
     &process().runtime
 }
 
-/// This process's HTTP client, given to every core object the binding builds.
+/// This process's default HTTP client, given to every core object built without `http=`.
 pub fn http() -> HttpClient {
     process().http.clone()
 }

@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 use cibmtr_fhir::cibmtr::{
     Ccn, Demographics, Dimension, ETHNICITY_CODES, LOINC, LabOptions, LabResult, RACE_CODES,
     SUBMISSION_ID_SYSTEM, UCUM, UriFamily, convert, ig_display, is_crid_system,
-    is_transplant_center_system, known_units, lab_catalog, lab_for_code, observation_resource,
-    observation_search_by_crid, observation_search_by_submission_id, observation_submission_id,
-    parse_crid_response, patient_matches, patient_resource, patient_search_params, read_labs_csv,
-    submission_id, unit,
+    is_transplant_center_system, known_units, lab_catalog, lab_for_code, labs_csv_inputs,
+    observation_resource, observation_search_by_crid, observation_search_by_submission_id,
+    observation_submission_id, parse_crid_response, patient_matches, patient_resource,
+    patient_search_params, read_labs_csv, submission_id, unit,
 };
 use cibmtr_fhir::fhir::FhirVersion;
 use cibmtr_fhir::{Error, ErrorKind, Secret};
@@ -1038,6 +1038,40 @@ fn csv_without_crid_column_and_with_bom() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].crid, None);
     assert_eq!(rows[0].result.as_ref().unwrap().loinc, "26511-6");
+}
+
+#[test]
+fn csv_file_for_one_crid_keeps_lines_and_refuses_other_patients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labs.csv");
+    std::fs::write(
+        &path,
+        "loinc,value,unit,effective,crid\n\
+         718-7,12,g/dL,2024-05-01T08:30:00Z,42\n\
+         \n\
+         718-7,13,g/dL,2024-05-01T08:30:00Z,1234\n\
+         718-7,,g/dL,2024-05-01T08:30:00Z,\n\
+         718-7,14,g/dL,2024-05-01T08:30:00Z,\n",
+    )
+    .unwrap();
+    let csv = labs_csv_inputs(&path, 42).unwrap();
+    assert_eq!(csv.lines, [2, 4, 5, 6]);
+    let fields: Vec<Option<&str>> = csv
+        .inputs
+        .iter()
+        .map(|r| r.as_ref().err().map(field_of))
+        .collect();
+    assert_eq!(fields, [None, Some("crid"), Some("value"), None]);
+    assert!(
+        csv.inputs[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("1234")
+    );
+    let missing = labs_csv_inputs(&dir.path().join("absent.csv"), 42).unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::Config);
+    assert!(missing.to_string().contains("absent.csv"), "{missing}");
 }
 
 #[test]

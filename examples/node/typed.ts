@@ -9,6 +9,7 @@ import {
   Crid,
   ErrorCode,
   FhirClient,
+  HttpConfig,
   LabInput,
   PasswordGrant,
   Progress,
@@ -17,6 +18,7 @@ import {
   SubmissionReport,
   generateKey,
   labCatalog,
+  registerClient,
 } from 'cibmtr-fhir'
 
 function isSdkError(e: unknown): e is CibmtrFhirError {
@@ -37,9 +39,11 @@ async function submitAll(client: CibmtrClient, crid: Crid, labs: LabInput[]): Pr
 export async function main(): Promise<void> {
   const sandbox: Sandbox = await Sandbox.start({ oktaTokenTtl: 1800 })
   const { okta, msk, backend } = sandbox.credentials
+  // Timeouts in milliseconds, a proxy, extra CA certificates, retry bounds.
+  const http: HttpConfig = { timeout: 30_000, connectTimeout: 10_000, caFiles: [], requestRetries: 4 }
   const auth: AuthFlow = new PasswordGrant(okta.tokenUrl, okta.clientId, okta.clientSecret,
-    okta.username, okta.password, { scope: okta.scope })
-  const client = new CibmtrClient('12345', auth, { baseUrl: sandbox.urls.cibmtrBase })
+    okta.username, okta.password, { scope: okta.scope, http })
+  const client = new CibmtrClient('12345', auth, { baseUrl: sandbox.urls.cibmtrBase, http })
   const crid: string = await client.registerCrid({ firstName: 'Jane', lastName: 'Doe', birthDate: '1970-01-31', gender: 'F' })
   const patientId: string = await client.ensurePatient(BigInt(crid))
   const lab: LabInput = { loinc: '718-7', value: 12.5, unit: 'g/dL', effective: '2024-05-01T08:30:00-05:00' }
@@ -47,6 +51,9 @@ export async function main(): Promise<void> {
   const two = await client.submitLab(crid, '718-7', '<5', 'g/dL', '2024-05-02T08:30:00Z', { referenceRange: [12, null] })
   const status: 'created' | 'already_present' = one.status
   await submitAll(client, crid, [lab])
+  const fromCsv = await client.submitLabsCsv(crid, 'labs.csv', { concurrency: 4 })
+  const lines: Array<number | undefined> = fromCsv.items.map((item) => item.line)
+  const registered = await registerClient(sandbox.urls.smartRegister, 'typed', ['http://127.0.0.1/cb'], 'openid', { http })
   const observations: Resource[] = await client.observations(crid)
 
   const mskAuth = new ClientCredentials(msk.tokenUrl, msk.clientId, msk.clientSecret,
@@ -75,6 +82,7 @@ export async function main(): Promise<void> {
       console.log(code, e.error, e.status, retry)
     }
   }
-  console.log(patientId, two.id, status, observations.length, wasCreated, token.length, requests, labCatalog().length)
+  console.log(patientId, two.id, status, observations.length, wasCreated, token.length, requests, labCatalog().length,
+    lines.length, registered.clientId)
   sandbox.stop()
 }

@@ -22,6 +22,10 @@ def main() -> int:
     with cf.Sandbox() as sb:
         okta = sb.credentials["okta"]
 
+        # HTTP settings (optional): timeouts in seconds, a proxy, extra CA certificates for a
+        # TLS-inspecting proxy (ca_files="hospital-ca.pem"), retry bounds.
+        http = cf.HttpConfig(timeout=30, connect_timeout=10, request_retries=4)
+
         # 1. Token: obtained once, cached, refreshed ahead of expiry, shared by every caller.
         auth = cf.PasswordGrant(
             okta["token_url"],
@@ -30,12 +34,13 @@ def main() -> int:
             okta["username"],
             okta["password"],
             scope=okta["scope"],
+            http=http,
         )
         for _ in range(1000):
             auth.token()
         print(f"1. 1,000 token() calls -> {auth.stats()['token_requests']} token request")
 
-        client = cf.CibmtrClient("12345", auth, base_url=sb.urls["cibmtr_base"])
+        client = cf.CibmtrClient("12345", auth, base_url=sb.urls["cibmtr_base"], http=http)
 
         # 2. CRID: validated before anything is sent; the same demographics give the same CRID.
         crid = client.register_crid(

@@ -10,6 +10,10 @@ Resources go in and out as plain dicts. Errors are ``CibmtrFhirError`` subclasse
 ``ValidationError`` (``.field``, ``.rule``), ``AuthError`` (``.error``, ``.description``),
 ``RateLimitedError`` (``.retry_after``), ``HttpError`` (``.status``, ``.outcome``),
 ``NetworkError`` and ``ConfigError``. The core's log events reach the ``cibmtr_fhir`` logger.
+
+Timeouts, a proxy, extra CA certificates and retry bounds are an ``HttpConfig``, given as
+``http=`` to any flow, client or registration (``cf.PasswordGrant(..., http=cf.HttpConfig(timeout=10,
+proxy="http://proxy.hospital.org:3128", ca_files="hospital-ca.pem"))``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ._native import (
     ConfigError,
     FhirClient,
     GeneratedKey,
+    HttpConfig,
     HttpError,
     LabResult,
     LabSubmission,
@@ -63,6 +68,7 @@ __all__ = [
     "ConfigError",
     "FhirClient",
     "GeneratedKey",
+    "HttpConfig",
     "HttpError",
     "LabInput",
     "LabResult",
@@ -143,7 +149,8 @@ class CibmtrClient(_native.CibmtrClient):
     """A client of CIBMTR's Direct FHIR Service API for one transplant centre (CCN).
 
     ``CibmtrClient(ccn, auth, environment="test", base_url=None, *, fhir_path=None,
-    uri_family="cibmtr", fhir_version="STU3", strict=False, convert_units=False)``.
+    uri_family="cibmtr", fhir_version="STU3", strict=False, convert_units=False, http=None)``;
+    ``http``: an ``HttpConfig`` (timeouts, proxy, CA files, retry bounds) for its requests.
     ``submit_labs`` here also takes a pandas DataFrame or a CSV path and shows a tqdm bar with
     ``progress=True``.
     """
@@ -213,8 +220,9 @@ class Sandbox(_native.Sandbox):
 
     __slots__ = ()
 
-    def password_grant(self) -> PasswordGrant:
-        """A ``PasswordGrant`` with the sandbox's Okta test credentials."""
+    def password_grant(self, *, http: Optional[HttpConfig] = None) -> PasswordGrant:
+        """A ``PasswordGrant`` with the sandbox's Okta test credentials (``http`` as for
+        ``PasswordGrant``)."""
         c = self.credentials["okta"]
         return PasswordGrant(
             c["token_url"],
@@ -223,14 +231,15 @@ class Sandbox(_native.Sandbox):
             c["username"],
             c["password"],
             scope=c["scope"],
+            http=http,
         )
 
     def cibmtr_client(self, ccn: str = "12345", **options: Any) -> CibmtrClient:
         """A ``CibmtrClient`` for the sandbox's CIBMTR API, authenticating with its Okta
-        credentials (``options`` as for ``CibmtrClient``)."""
-        return CibmtrClient(
-            ccn, self.password_grant(), base_url=self.urls["cibmtr_base"], **options
-        )
+        credentials (``options`` as for ``CibmtrClient``; an ``http`` config serves the token
+        requests too)."""
+        auth = self.password_grant(http=options.get("http"))
+        return CibmtrClient(ccn, auth, base_url=self.urls["cibmtr_base"], **options)
 
     def __enter__(self) -> "Sandbox":
         return self

@@ -30,6 +30,7 @@ __all__ = [
     "HttpError",
     "NetworkError",
     "ConfigError",
+    "HttpConfig",
     "TokenProvider",
     "PasswordGrant",
     "ClientCredentials",
@@ -64,6 +65,8 @@ _Params = Union[Mapping[str, Any], Sequence[Tuple[str, Any]], None]
 _When = Union[str, datetime.datetime]
 _StrPath = Union[str, "os.PathLike[str]"]
 _ProgressCallback = Callable[[Dict[str, int]], Any]
+#: Seconds: an int, a float or a timedelta.
+_Seconds = Union[float, datetime.timedelta]
 
 # ---------------------------------------------------------------------------------------------
 # Errors
@@ -93,6 +96,44 @@ class NetworkError(CibmtrFhirError): ...
 class ConfigError(CibmtrFhirError): ...
 
 # ---------------------------------------------------------------------------------------------
+# HTTP settings
+# ---------------------------------------------------------------------------------------------
+
+@final
+class HttpConfig:
+    def __new__(
+        cls,
+        *,
+        timeout: Optional[_Seconds] = None,
+        connect_timeout: Optional[_Seconds] = None,
+        proxy: Optional[str] = None,
+        ca_files: Union[_StrPath, Sequence[_StrPath], None] = None,
+        allow_http_hosts: Union[str, Sequence[str], None] = None,
+        max_rate_limit_wait: Optional[_Seconds] = None,
+        token_retries: Optional[int] = None,
+        request_retries: Optional[int] = None,
+        max_retry_time: Optional[_Seconds] = None,
+    ) -> Self: ...
+    @property
+    def timeout(self) -> Optional[float]: ...
+    @property
+    def connect_timeout(self) -> Optional[float]: ...
+    @property
+    def proxy(self) -> Optional[str]: ...
+    @property
+    def ca_files(self) -> List[str]: ...
+    @property
+    def allow_http_hosts(self) -> List[str]: ...
+    @property
+    def max_rate_limit_wait(self) -> Optional[float]: ...
+    @property
+    def token_retries(self) -> Optional[int]: ...
+    @property
+    def request_retries(self) -> Optional[int]: ...
+    @property
+    def max_retry_time(self) -> Optional[float]: ...
+
+# ---------------------------------------------------------------------------------------------
 # Auth
 # ---------------------------------------------------------------------------------------------
 
@@ -115,6 +156,8 @@ class PasswordGrant(TokenProvider):
         password: str,
         scope: Optional[str] = None,
         token_store: Optional[_StrPath] = None,
+        *,
+        http: Optional[HttpConfig] = None,
     ) -> Self: ...
 
 @final
@@ -127,6 +170,8 @@ class ClientCredentials(TokenProvider):
         scope: Optional[str] = None,
         auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post",
         token_store: Optional[_StrPath] = None,
+        *,
+        http: Optional[HttpConfig] = None,
     ) -> Self: ...
     @property
     def auth_method(self) -> str: ...
@@ -143,6 +188,8 @@ class BackendServices(TokenProvider):
         algorithm: Literal["RS384", "ES384", "RS256"] = "RS384",
         scope: str = "system/*.read",
         token_store: Optional[_StrPath] = None,
+        *,
+        http: Optional[HttpConfig] = None,
     ) -> Self: ...
     @property
     def key_id(self) -> str: ...
@@ -164,6 +211,8 @@ class AuthorizationCode(TokenProvider):
         token_url: Optional[str] = None,
         token_store: Optional[_StrPath] = None,
         session: Optional[str] = None,
+        *,
+        http: Optional[HttpConfig] = None,
     ) -> Self: ...
     def authorization_url(self) -> str: ...
     def aauthorization_url(self) -> Awaitable[str]: ...
@@ -187,16 +236,36 @@ class RegisteredClient:
     def client_secret(self) -> Optional[str]: ...
 
 def register_client(
-    registration_url: str, client_name: str, redirect_uris: List[str], scope: str
+    registration_url: str,
+    client_name: str,
+    redirect_uris: List[str],
+    scope: str,
+    *,
+    http: Optional[HttpConfig] = None,
 ) -> RegisteredClient: ...
 def aregister_client(
-    registration_url: str, client_name: str, redirect_uris: List[str], scope: str
+    registration_url: str,
+    client_name: str,
+    redirect_uris: List[str],
+    scope: str,
+    *,
+    http: Optional[HttpConfig] = None,
 ) -> Awaitable[RegisteredClient]: ...
 def register_public_client(
-    registration_url: str, client_name: str, redirect_uris: List[str], scope: str
+    registration_url: str,
+    client_name: str,
+    redirect_uris: List[str],
+    scope: str,
+    *,
+    http: Optional[HttpConfig] = None,
 ) -> RegisteredClient: ...
 def aregister_public_client(
-    registration_url: str, client_name: str, redirect_uris: List[str], scope: str
+    registration_url: str,
+    client_name: str,
+    redirect_uris: List[str],
+    scope: str,
+    *,
+    http: Optional[HttpConfig] = None,
 ) -> Awaitable[RegisteredClient]: ...
 
 @final
@@ -235,6 +304,8 @@ class FhirClient:
         auth: Optional[TokenProvider] = None,
         fhir_version: Literal["R4", "STU3", "R3"] = "R4",
         default_params: _Params = None,
+        *,
+        http: Optional[HttpConfig] = None,
     ) -> Self: ...
     @property
     def base_url(self) -> str: ...
@@ -354,6 +425,7 @@ class CibmtrClient:
         fhir_version: Literal["STU3", "R3", "R4"] = "STU3",
         strict: bool = False,
         convert_units: bool = False,
+        http: Optional[HttpConfig] = None,
     ) -> Self: ...
     @property
     def ccn(self) -> str: ...

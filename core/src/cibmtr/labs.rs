@@ -3,9 +3,10 @@
 //! lab results from CSV.
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::Path;
 use std::sync::LazyLock;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime};
 
 use crate::{Error, Result};
 
@@ -598,7 +599,20 @@ fn check_effective(effective: &str) -> Result<String> {
         e.pop();
         e.push('Z');
     }
-    if parse_effective(&e).is_some() {
+    if let Some(t) = parse_effective(&e) {
+        // RFC 3339 allows what FHIR's dateTime does not: year 0000 and offsets beyond ±14:00.
+        if t.year() < 1 {
+            return Err(Error::validation(
+                "effective",
+                "must have a year from 0001 (FHIR has no year 0000)",
+            ));
+        }
+        if t.offset().local_minus_utc().abs() > 14 * 3600 {
+            return Err(Error::validation(
+                "effective",
+                "must have a timezone offset between -14:00 and +14:00",
+            ));
+        }
         return Ok(e);
     }
     let rule = if NaiveDate::parse_from_str(&e, "%Y-%m-%d").is_ok() {
@@ -798,6 +812,40 @@ pub fn read_labs_csv<R: Read>(mut reader: R) -> Result<Vec<CsvLab>> {
     Ok(rows)
 }
 
+/// The rows of a labs CSV file meant for one recipient, as
+/// [`CibmtrClient::submit_lab_inputs`](super::CibmtrClient::submit_lab_inputs) takes them, with
+/// the line each row starts on (for the report: `inputs[i]` came from line `lines[i]`).
+#[derive(Debug)]
+pub struct CsvInputs {
+    /// One per data row, in file order: the lab, or why the row cannot be submitted.
+    pub inputs: Vec<Result<LabResult>>,
+    /// The 1-based line of each input (the header is line 1).
+    pub lines: Vec<usize>,
+}
+
+/// Reads the labs CSV file at `path` (see [`read_labs_csv`]) for the recipient `crid`. A row whose
+/// `crid` column names another recipient becomes a failed input (field `crid`), never a lab sent
+/// to `crid`. A file that cannot be opened is a [`Error::Config`]; a missing column, a
+/// [`Error::Validation`] of `csv`.
+pub fn labs_csv_inputs(path: &Path, crid: i64) -> Result<CsvInputs> {
+    let file = std::fs::File::open(path).map_err(|e| Error::Config {
+        message: format!("cannot open {}: {}", path.display(), e.kind()),
+    })?;
+    let rows = read_labs_csv(std::io::BufReader::new(file))?;
+    let lines = rows.iter().map(|r| r.line).collect();
+    let inputs = rows
+        .into_iter()
+        .map(|r| match r.crid {
+            Some(other) if other != crid => Err(Error::validation(
+                "crid",
+                format!("the row is for CRID {other}, not {crid}"),
+            )),
+            _ => r.result,
+        })
+        .collect();
+    Ok(CsvInputs { inputs, lines })
+}
+
 fn csv_row<'a>(cell: &dyn Fn(&str) -> &'a str) -> Result<LabResult> {
     for c in REQUIRED_COLUMNS {
         if cell(c).is_empty() {
@@ -849,4 +897,33 @@ fn csv_error(what: &str, e: &csv::Error) -> Error {
         _ => "malformed CSV",
     };
     Error::validation("csv", format!("{what} ({kind})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 3339 date-times that FHIR's dateTime refuses (found by fhir.resources and npm fhir in
+    /// tests/interop/tests/resources.rs) are refused before anything is built.
+    #[test]
+    fn effective_times_fhir_cannot_carry_are_refused() {
+        for e in [
+            "0000-01-01T00:00:00Z",
+            "1999-12-31T23:59:59+23:59",
+            "2024-05-01T08:30:00-14:30",
+        ] {
+            let err = check_effective(e).unwrap_err();
+            assert!(
+                matches!(&err, Error::Validation { field, .. } if field == "effective"),
+                "{e}: {err:?}"
+            );
+        }
+        for e in [
+            "0001-01-01T00:00:00Z",
+            "2024-02-29T23:59:59+14:00",
+            "2024-05-01T08:30:00-14:00",
+        ] {
+            assert_eq!(check_effective(e).unwrap(), e);
+        }
+    }
 }

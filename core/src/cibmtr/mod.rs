@@ -9,8 +9,8 @@ pub mod systems;
 
 pub use demographics::{Demographics, ETHNICITY_CODES, RACE_CODES, parse_crid_response};
 pub use labs::{
-    CheckedLab, CsvLab, Dimension, LabDefinition, LabOptions, LabResult, Unit, convert, ig_display,
-    known_units, lab_catalog, lab_for_code, read_labs_csv, unit,
+    CheckedLab, CsvInputs, CsvLab, Dimension, LabDefinition, LabOptions, LabResult, Unit, convert,
+    ig_display, known_units, lab_catalog, lab_for_code, labs_csv_inputs, read_labs_csv, unit,
 };
 pub use resources::{
     observation_resource, observation_search_by_crid, observation_search_by_submission_id,
