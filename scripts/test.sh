@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of the project. This is the README's test command and what CI runs.
 # The Rust crates (core, sandbox, CLI including its demo), then each language package's own
-# script (scripts/test-<language>.sh), which installs what that suite needs.
+# script (scripts/test-<language>.sh), which installs what that suite needs, then the
+# interoperability suite against independent servers and validators (scripts/test-interop.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +24,5 @@ CIBMTR_BENCH_QUICK=1 cargo bench --locked -p cibmtr-fhir --bench submit_labs -- 
 bash scripts/test-node.sh
 bash scripts/test-kotlin.sh
 bash scripts/test-python.sh
+# After the language packages: it reuses the wheel, the .node and the cdylib they built.
+bash scripts/test-interop.sh
