@@ -154,7 +154,7 @@ pub(crate) async fn exchange(
             let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
             rb = rb.header(reqwest::header::AUTHORIZATION, format!("Basic {b64}"));
         }
-        let sent_at = SystemTime::now();
+        let sent_at = crate::clock::now();
         counter.sent();
         let retryable: Error = match rb.send().await {
             Err(e) => Error::network(&e),
@@ -208,8 +208,13 @@ pub(crate) async fn exchange(
     }
 }
 
+/// RFC 6749 §2.3.1 form-urlencoding of a Basic client id or secret, with a space as `%20`
+/// rather than `+`: both are form-urlencoded, but some servers decode Basic credentials with a
+/// plain percent-decoder (authlib 1.9 refuses a secret with a space sent as `+`), and `%20`
+/// means a space to every decoder. A `+` in the input is `%2B`, so every `+` here is a space.
 fn form_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+    encoded.replace('+', "%20")
 }
 
 pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
@@ -358,4 +363,13 @@ pub(crate) async fn smart_configuration(
         token_endpoint,
         authorization_endpoint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn basic_credentials_are_form_encoded_with_spaces_as_percent_20() {
+        assert_eq!(super::form_encode("a b+c%d:e/f"), "a%20b%2Bc%25d%3Ae%2Ff");
+        assert_eq!(super::form_encode("plain-Secret_1.~"), "plain-Secret_1.%7E");
+    }
 }
