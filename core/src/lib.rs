@@ -17,6 +17,8 @@
 
 pub mod auth;
 pub mod cibmtr;
+#[doc(hidden)]
+pub mod clock;
 pub mod error;
 pub mod fhir;
 pub mod http;
