@@ -47,6 +47,8 @@ use tokio::runtime::{Builder, Runtime};
 const ROLE_ENV: &str = "CIBMTR_BENCH_ROLE";
 const SERVER_ENV: &str = "CIBMTR_BENCH_SERVER";
 const N_ENV: &str = "CIBMTR_BENCH_N";
+/// Concurrency of the `client` role (default 8); benches/run-all.sh times it at 1, 8 and 32.
+const CONCURRENCY_ENV: &str = "CIBMTR_BENCH_CONCURRENCY";
 const CCN: &str = "12345";
 const CONCURRENCIES: [usize; 2] = [8, 32];
 /// The SDK's throughput as a share of wrk's at the same concurrency.
@@ -825,14 +827,20 @@ fn client_role() {
         let labs = labs(n);
         let input = labs_bytes(&labs) + (labs.capacity() - labs.len()) * size_of::<LabResult>();
         let hwm_before = vmhwm_kb();
+        let concurrency = std::env::var(CONCURRENCY_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
         let options = SubmitOptions {
-            concurrency: 8,
+            concurrency,
             ..Default::default()
         };
+        let t0 = Instant::now();
         let report = client
             .submit_labs(crid, labs, &options)
             .await
             .expect("submit_labs");
+        let seconds = t0.elapsed().as_secs_f64();
         let hwm_after = vmhwm_kb();
         assert_eq!(
             (report.created, report.failed),
@@ -841,12 +849,56 @@ fn client_role() {
         );
         json!({
             "n": n,
+            "concurrency": concurrency,
+            "seconds": seconds,
             "vmhwm_warm_kb": hwm_warm,
             "vmhwm_before_kb": hwm_before,
             "vmhwm_after_kb": hwm_after,
             "input_bytes": input,
             "report_bytes": report_bytes(&report.items, report.items.capacity()),
             "item_result_size": size_of::<ItemResult>(),
+        })
+    });
+    println!("{line}");
+}
+
+/// `CIBMTR_BENCH_ROLE=search` (benches/run-all.sh): streams every Observation of the sandbox in
+/// `CIBMTR_BENCH_SERVER` with `FhirClient::search`, pages of 1,000, and prints the count, the
+/// seconds and the peak memory of this process as one JSON line. Only a count is kept, so the
+/// peak is what the stream itself holds (a page at a time), whatever the total.
+fn search_role() {
+    use futures_util::StreamExt;
+    let info: Value = serde_json::from_str(
+        &std::env::var(SERVER_ENV).expect("CIBMTR_BENCH_SERVER: the sandbox's JSON line"),
+    )
+    .expect("sandbox JSON");
+    let rt = multi_thread();
+    let line = rt.block_on(async {
+        let auth = okta(&info);
+        let client = cibmtr_client(&info, &auth);
+        // Warm up: HTTP client, token, a connection, one small page.
+        let first = client
+            .fhir()
+            .search_page("Observation", &[("_count", "1")])
+            .await
+            .expect("first page");
+        let total = first["total"].as_u64();
+        let hwm_warm = vmhwm_kb();
+        let t0 = Instant::now();
+        let mut stream = client.fhir().search("Observation", &[("_count", "1000")]);
+        let mut n: u64 = 0;
+        while let Some(item) = stream.next().await {
+            let resource = item.expect("search page");
+            debug_assert_eq!(resource["resourceType"], "Observation");
+            n += 1;
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        json!({
+            "resources": n,
+            "total": total,
+            "seconds": seconds,
+            "vmhwm_warm_kb": hwm_warm,
+            "vmhwm_kb": vmhwm_kb(),
         })
     });
     println!("{line}");
@@ -952,6 +1004,7 @@ fn main() {
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("server") => return serve(),
         Ok("client") => return client_role(),
+        Ok("search") => return search_role(),
         _ => {}
     }
     let args: Vec<String> = std::env::args().collect();
