@@ -3,6 +3,7 @@
 //! servers built on it: an MSK-like Blaze (R4, mandatory `researchstudy` parameter) and an
 //! Aidbox-like server (R4, SMART Backend Services tokens). The CIBMTR server (`cibmtr.rs`)
 //! reuses the store, the search and the responses, and adds its own validation.
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -74,6 +75,9 @@ impl Stores {
 #[derive(Clone)]
 pub(crate) struct FhirStore {
     resources: Vec<Value>,
+    /// `Type/id` → position in `resources`: a read (every Observation POST reads its Patient)
+    /// must not scan the store, or creating gets slower as the store grows.
+    positions: HashMap<String, usize>,
     ids: IdStyle,
     next_id: u64,
 }
@@ -82,6 +86,7 @@ impl FhirStore {
     fn new(ids: IdStyle) -> Self {
         FhirStore {
             resources: Vec::new(),
+            positions: HashMap::new(),
             ids,
             next_id: 1001,
         }
@@ -98,23 +103,32 @@ impl FhirStore {
     }
 
     pub(crate) fn read(&self, rtype: &str, id: &str) -> Option<&Value> {
-        self.of_type(rtype).find(|r| r["id"] == id)
+        let i = *self.positions.get(&format!("{rtype}/{id}"))?;
+        Some(&self.resources[i])
+    }
+
+    /// Appends a stamped resource and indexes it.
+    fn push(&mut self, resource: Value) {
+        let key = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().unwrap_or_default(),
+            resource["id"].as_str().unwrap_or_default()
+        );
+        self.positions.insert(key, self.resources.len());
+        self.resources.push(resource);
     }
 
     /// Stores `resource` under a new server-assigned id, version 1.
     pub(crate) fn create(&mut self, mut resource: Value) -> Value {
         let id = self.new_id();
         stamp(&mut resource, &id, 1);
-        self.resources.push(resource.clone());
+        self.push(resource.clone());
         resource
     }
 
     /// Replaces (or creates, at the client's id) a resource; `true` when it was created.
     fn update(&mut self, rtype: &str, id: &str, mut resource: Value) -> (Value, bool) {
-        let existing = self
-            .resources
-            .iter()
-            .position(|r| r["resourceType"] == rtype && r["id"] == id);
+        let existing = self.positions.get(&format!("{rtype}/{id}")).copied();
         match existing {
             Some(i) => {
                 stamp(&mut resource, id, version(&self.resources[i]) + 1);
@@ -123,7 +137,7 @@ impl FhirStore {
             }
             None => {
                 stamp(&mut resource, id, 1);
-                self.resources.push(resource.clone());
+                self.push(resource.clone());
                 (resource, true)
             }
         }
