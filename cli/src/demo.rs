@@ -124,6 +124,7 @@ pub async fn run() -> Result<(), Error> {
         Some(crid),
         &mut SubmitOptions::default(),
         false,
+        None,
     )
     .await?;
     labs::print_summary(&report);
@@ -136,6 +137,7 @@ pub async fn run() -> Result<(), Error> {
         Some(crid),
         &mut SubmitOptions::default(),
         false,
+        None,
     )
     .await?;
     println!(

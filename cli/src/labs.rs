@@ -1,5 +1,7 @@
 //! `labs submit`: a CSV file of lab results to CIBMTR, with a progress bar, a summary table and a
-//! JSON report; re-running the same file submits nothing twice.
+//! JSON report; re-running the same file submits nothing twice. With a journal, every row is
+//! recorded (by its line number) before and after its request, and `--resume` continues an
+//! interrupted run of the same file.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,34 +10,38 @@ use cibmtr_fhir::Error;
 use cibmtr_fhir::cibmtr::{
     CibmtrClient, CsvLab, ItemStatus, LabResult, SubmissionReport, SubmitOptions, read_labs_csv,
 };
+use cibmtr_fhir::journal::JournalBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-/// Reads `path` and submits its rows: to `crid` when given, else to each row's own `crid` column.
-/// The report lists every data row with its line number.
-pub async fn submit_csv(
-    client: &CibmtrClient,
-    path: &Path,
-    crid: Option<i64>,
-    mut options: SubmitOptions,
-    show_progress: bool,
-) -> Result<Value, Error> {
-    let file = std::fs::File::open(path).map_err(|e| Error::Config {
+/// The rows of the CSV file at `path` and the SHA-256 of its bytes (which finds the file's
+/// journal batch again for `--resume`).
+pub fn read_csv(path: &Path) -> Result<(Vec<CsvLab>, String), Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Config {
         message: format!("cannot open {}: {}", path.display(), e.kind()),
     })?;
-    let rows = read_labs_csv(std::io::BufReader::new(file))?;
-    submit_rows(client, rows, crid, &mut options, show_progress).await
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    Ok((read_labs_csv(&bytes[..])?, sha))
 }
 
 /// A row's line number and its parsed lab (or why it could not be parsed).
 type Row = (usize, Result<LabResult, Error>);
 
+/// Submits `rows`: to `crid` when given, else to each row's own `crid` column; recorded in
+/// `journal` by line number when given. The report lists every data row with its line number.
 pub async fn submit_rows(
     client: &CibmtrClient,
     rows: Vec<CsvLab>,
     crid: Option<i64>,
     options: &mut SubmitOptions,
     show_progress: bool,
+    journal: Option<&JournalBatch>,
 ) -> Result<Value, Error> {
     // Group rows by patient, keeping each row's line for the report.
     let mut groups: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
@@ -73,11 +79,30 @@ pub async fn submit_rows(
             ));
         }));
     }
+    if let Some(batch) = journal.filter(|_| !orphans.is_empty()) {
+        let rejected = orphans
+            .iter()
+            .map(|o| {
+                let line = o["line"].as_u64().unwrap_or(0);
+                (
+                    line,
+                    Error::Validation {
+                        field: "crid".into(),
+                        rule: "no --crid given and the row has no crid".into(),
+                    },
+                )
+            })
+            .collect();
+        batch.record_rejected(rejected)?;
+    }
     let mut items: Vec<Value> = orphans;
     let mut totals = Totals::default();
     totals.failed += items.len();
     for (crid, rows) in groups {
         let (lines, inputs): (Vec<usize>, Vec<Result<LabResult, Error>>) = rows.into_iter().unzip();
+        if let Some(batch) = journal {
+            options.journal = Some(batch.numbered(lines.iter().map(|&l| l as u64).collect()));
+        }
         let report = client.submit_lab_inputs(crid, inputs, options).await?;
         totals.add(&report);
         for item in report.items {
@@ -92,6 +117,8 @@ pub async fn submit_rows(
     }
     items.sort_by_key(|v| v["line"].as_u64());
     Ok(json!({
+        "batch_id": journal.map(|b| b.id()),
+        "journal": journal.map(|b| b.journal().path().display().to_string()),
         "file_rows": total,
         "created": totals.created,
         "already_present": totals.already_present,

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cibmtr_fhir::auth::{
-    ClientAuthMethod, ClientCredentials, KeyAlgorithm, PasswordGrant, TokenStore, generate_key,
+    ClientAuthMethod, ClientCredentials, KeyAlgorithm, PasswordGrant, StoreKey, TokenStore,
+    generate_key,
 };
 use cibmtr_fhir::cibmtr::{Demographics, LabOptions, SubmitOptions};
 use cibmtr_fhir::{Error, ErrorKind};
@@ -16,6 +17,7 @@ use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod journal;
 mod labs;
 mod settings;
 
@@ -76,10 +78,16 @@ enum Command {
         #[command(flatten)]
         conn: ConnectionArgs,
     },
-    /// Key pairs for SMART Backend Services.
+    /// Key pairs for SMART Backend Services, and the key of a shared token store.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The submission journal: list the batches `labs submit --journal` recorded, export one for
+    /// audit (CSV or JSON).
+    Journal {
+        #[command(subcommand)]
+        command: journal::JournalCommand,
     },
 }
 
@@ -132,6 +140,10 @@ enum LabsCommand {
     /// Submit the labs of a CSV file (columns loinc, value, unit, effective; optional
     /// reference_low, reference_high, comparator, status, display, crid). Rows already at
     /// CIBMTR are not sent again.
+    ///
+    /// With --journal every row is recorded (by line) before and after its request in a SQLite
+    /// journal, so a crash leaves an exact picture; --resume continues an interrupted run of the
+    /// same file without sending anything twice. `cibmtr-fhir journal` lists and exports batches.
     Submit {
         #[arg(long)]
         csv: PathBuf,
@@ -158,6 +170,19 @@ enum LabsCommand {
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Record the submission in this journal (SQLite; without a value the default,
+        /// ~/.local/share/cibmtr-fhir/journal.sqlite3). Also `journal` in the profile.
+        #[arg(long, env = "CIBMTR_JOURNAL", num_args = 0..=1, default_missing_value = "")]
+        journal: Option<PathBuf>,
+        /// Do not record in a journal, even if the profile names one.
+        #[arg(long, conflicts_with_all = ["journal", "resume"])]
+        no_journal: bool,
+        /// Continue an interrupted batch: the given batch id, or without a value the newest
+        /// incomplete batch of this same file. Rows the journal or CIBMTR hold are not sent
+        /// again; rows in flight when the run stopped are looked up first. Uses the journal
+        /// (the default one if none is named); with nothing to resume, starts a new batch.
+        #[arg(long, num_args = 0..=1, default_missing_value = "")]
+        resume: Option<String>,
         #[command(flatten)]
         conn: ConnectionArgs,
     },
@@ -174,6 +199,10 @@ enum KeysCommand {
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
     },
+    /// Print a new key for a shared (Redis) token store: 32 random bytes in base64. Give the same
+    /// key to every process of the fleet as $CIBMTR_FHIR_STORE_KEY (or in a file named by
+    /// $CIBMTR_FHIR_STORE_KEY_FILE); it seals the tokens at rest.
+    StoreKey,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,9 +239,13 @@ struct TokenArgs {
     /// A file holding the password (else $CIBMTR_PASSWORD).
     #[arg(long)]
     password_file: Option<PathBuf>,
-    /// Share the token through this file (mode 0600) across processes and runs.
-    #[arg(long)]
-    store: Option<PathBuf>,
+    /// Share the token across processes and runs: a file path (mode 0600, one host) or a
+    /// redis://, rediss:// or valkey:// URL shared by a fleet of hosts (one token request per
+    /// token lifetime between them). A Redis store seals tokens with the key in
+    /// $CIBMTR_FHIR_STORE_KEY (`cibmtr-fhir keys store-key` makes one); URL parameters
+    /// lock_timeout_ms, timeout_ms and prefix tune it.
+    #[arg(long, env = "CIBMTR_TOKEN_STORE")]
+    store: Option<String>,
 }
 
 /// Exit status for "finished, but some rows failed".
@@ -286,10 +319,21 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                     report,
                     json,
                     no_progress,
+                    journal,
+                    no_journal,
+                    resume,
                     conn,
                 },
         } => {
-            let conn = conn.merged(profile()?);
+            let profile = profile()?;
+            let journal_path = if no_journal {
+                None
+            } else {
+                journal
+                    .or(profile.journal.clone())
+                    .or(resume.as_ref().map(|_| PathBuf::new()))
+            };
+            let conn = conn.merged(profile);
             let auth = conn.password_grant()?;
             let client = conn.cibmtr_client(
                 &auth,
@@ -305,7 +349,22 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             };
             let progress =
                 !no_progress && !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let out = labs::submit_csv(&client, &csv, crid, options, progress).await?;
+            let (rows, sha) = labs::read_csv(&csv)?;
+            let batch = match journal_path {
+                None => None,
+                Some(path) => Some(journal::batch_for(
+                    &path,
+                    &csv,
+                    &sha,
+                    rows.len(),
+                    resume.as_deref(),
+                    &client,
+                )?),
+            };
+            let mut options = options;
+            let out =
+                labs::submit_rows(&client, rows, crid, &mut options, progress, batch.as_ref())
+                    .await?;
             if let Some(path) = report {
                 let text = serde_json::to_string_pretty(&out).unwrap_or_default();
                 std::fs::write(&path, text).map_err(|e| Error::Config {
@@ -338,6 +397,17 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Keys {
             command: KeysCommand::Generate { algorithm, out_dir },
         } => keys(algorithm, &out_dir).map(|_| 0),
+        Command::Keys {
+            command: KeysCommand::StoreKey,
+        } => {
+            // Printing the new key is the command's purpose (like `openssl rand`).
+            println!("{}", StoreKey::generate().to_base64().expose());
+            Ok(0)
+        }
+        Command::Journal { command } => {
+            let profile = profile()?;
+            journal::run(command, profile.journal).map(|_| 0)
+        }
     }
 }
 
@@ -383,7 +453,10 @@ async fn token(a: TokenArgs) -> Result<(), Error> {
         a.client_secret_file.as_deref(),
         "CIBMTR_CLIENT_SECRET",
     )?;
-    let store = a.store.map(TokenStore::File).unwrap_or_default();
+    let store = match &a.store {
+        Some(location) => TokenStore::parse(location)?,
+        None => TokenStore::Memory,
+    };
     let token = match a.flow {
         Flow::Password => {
             let username = a.username.ok_or_else(|| Error::Validation {

@@ -23,8 +23,11 @@ pub struct Profile {
     pub scope: Option<String>,
     pub ccn: Option<String>,
     pub uri_family: Option<String>,
-    /// A file the token is cached in (mode 0600), shared by runs and processes.
-    pub token_store: Option<PathBuf>,
+    /// Where the token is cached, shared by runs and processes: a file (mode 0600) or a
+    /// `redis://` / `rediss://` URL (key in $CIBMTR_FHIR_STORE_KEY).
+    pub token_store: Option<String>,
+    /// The submission journal (SQLite) `labs submit` records into.
+    pub journal: Option<PathBuf>,
     pub client_secret_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
 }
@@ -108,9 +111,11 @@ pub struct ConnectionArgs {
     /// cibmtr (http://cibmtr.org/...) or terminology (http://terminology.cibmtr.org/...).
     #[arg(long, env = "CIBMTR_URI_FAMILY")]
     pub uri_family: Option<String>,
-    /// Cache the token in this file (mode 0600), shared by runs and processes.
+    /// Share the token across runs and processes: a file path (mode 0600, one host) or a
+    /// redis://, rediss:// or valkey:// URL (a fleet; tokens sealed with the key in
+    /// $CIBMTR_FHIR_STORE_KEY).
     #[arg(long, env = "CIBMTR_TOKEN_STORE")]
-    pub token_store: Option<PathBuf>,
+    pub token_store: Option<String>,
     /// A file holding the client secret (else $CIBMTR_CLIENT_SECRET).
     #[arg(long)]
     pub client_secret_file: Option<PathBuf>,
@@ -200,8 +205,8 @@ impl ConnectionArgs {
         if let Some(s) = &self.scope {
             b = b.scope(s);
         }
-        if let Some(p) = &self.token_store {
-            b = b.token_store(TokenStore::File(p.clone()));
+        if let Some(location) = &self.token_store {
+            b = b.token_store(TokenStore::parse(location)?);
         }
         b.build()
     }

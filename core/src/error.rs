@@ -85,10 +85,19 @@ impl Error {
             message: message.into(),
         }
     }
+    /// Whether the request may still be in progress on the server although the SDK has no
+    /// answer: it timed out, or a gateway did (504). Repeating a write at once could race it.
+    pub(crate) fn may_still_be_processing(&self) -> bool {
+        match self {
+            Error::Network { message } => message.starts_with(TIMED_OUT),
+            Error::Http { status, .. } => *status == 504,
+            _ => false,
+        }
+    }
     pub(crate) fn network(err: &reqwest::Error) -> Self {
         // `without_url` keeps query strings (which may one day carry codes) out of the message.
         let kind = if err.is_timeout() {
-            "timed out"
+            TIMED_OUT
         } else if err.is_connect() {
             "could not connect"
         } else if err.is_decode() {
@@ -103,6 +112,9 @@ impl Error {
         Error::Network { message }
     }
 }
+
+/// How the message of a [`Error::Network`] timeout starts.
+const TIMED_OUT: &str = "timed out";
 
 fn origin_of(u: &url::Url) -> String {
     format!(

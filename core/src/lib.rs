@@ -21,7 +21,10 @@ pub mod cibmtr;
 pub mod clock;
 pub mod error;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
+pub mod journal;
 pub mod secret;
 
 pub use error::{Error, ErrorKind, Result};

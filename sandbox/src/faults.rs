@@ -167,19 +167,46 @@ impl Fault {
 }
 
 /// Faults by route and the per-route request counters.
+///
+/// A route may carry several faults (see [`Sandbox::add_fault`](crate::Sandbox::add_fault)):
+/// each request is offered to them in the order they were added and the first that hits
+/// answers, so shares add up to a mix (1% of 503s, 1% of dropped connections, ...).
 #[derive(Default)]
 pub(crate) struct FaultTable {
-    faults: std::sync::Mutex<HashMap<Route, Fault>>,
+    faults: std::sync::Mutex<HashMap<Route, Vec<Fault>>>,
     requests: std::sync::Mutex<HashMap<Route, u64>>,
+    /// Requests a fault hit, by route.
+    hits: std::sync::Mutex<HashMap<Route, u64>>,
+    /// Share of a route's requests that first revoke every access token issued so far.
+    revocations: std::sync::Mutex<HashMap<Route, f64>>,
 }
 
 impl FaultTable {
     pub(crate) fn set(&self, route: Route, fault: Fault) {
-        self.faults.lock().unwrap().insert(route, fault);
+        self.faults.lock().unwrap().insert(route, vec![fault]);
+    }
+
+    pub(crate) fn add(&self, route: Route, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap()
+            .entry(route)
+            .or_default()
+            .push(fault);
+    }
+
+    pub(crate) fn set_revocation(&self, route: Route, share: f64) {
+        let mut r = self.revocations.lock().unwrap();
+        if share > 0.0 {
+            r.insert(route, share);
+        } else {
+            r.remove(&route);
+        }
     }
 
     pub(crate) fn clear(&self) {
         self.faults.lock().unwrap().clear();
+        self.revocations.lock().unwrap().clear();
     }
 
     pub(crate) fn requests(&self, route: Route) -> u64 {
@@ -191,21 +218,34 @@ impl FaultTable {
             .unwrap_or(0)
     }
 
-    /// Counts a request on `route` and returns the fault if it hits this request.
+    pub(crate) fn hits(&self, route: Route) -> u64 {
+        self.hits.lock().unwrap().get(&route).copied().unwrap_or(0)
+    }
+
+    /// Whether this request on `route` revokes every token first (a random share of them).
+    fn revokes(&self, route: Route) -> bool {
+        let share = self.revocations.lock().unwrap().get(&route).copied();
+        share.is_some_and(|s| s >= 1.0 || rand::thread_rng().gen_bool(s))
+    }
+
+    /// Counts a request on `route` and returns the fault if one hits this request.
     fn take(&self, route: Route) -> Option<Fault> {
         *self.requests.lock().unwrap().entry(route).or_default() += 1;
         let mut faults = self.faults.lock().unwrap();
-        let fault = faults.get_mut(&route)?;
-        if !fault.hits() {
-            return None;
-        }
-        let out = fault.clone();
-        if fault.times > 0 {
-            fault.times -= 1;
-            if fault.times == 0 {
-                faults.remove(&route);
+        let list = faults.get_mut(&route)?;
+        let i = list.iter().position(Fault::hits)?;
+        let out = list[i].clone();
+        if list[i].times > 0 {
+            list[i].times -= 1;
+            if list[i].times == 0 {
+                list.remove(i);
+                if list.is_empty() {
+                    faults.remove(&route);
+                }
             }
         }
+        drop(faults);
+        *self.hits.lock().unwrap().entry(route).or_default() += 1;
         Some(out)
     }
 }
@@ -214,7 +254,12 @@ impl FaultTable {
 /// replaces the real answer; `None` means "answer normally". Each handler calls this exactly
 /// once, before doing anything with the request.
 pub(crate) async fn apply_fault(inner: &Inner, route: Route) -> Option<Response> {
-    let fault = inner.faults.take(route)?;
+    let fault = inner.faults.take(route);
+    if inner.faults.revokes(route) {
+        // The token this request carries (and every other) is now invalid: a 401 follows.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+    let fault = fault?;
     if !fault.delay.is_zero() {
         tokio::time::sleep(fault.delay).await;
     }
@@ -236,21 +281,35 @@ pub(crate) async fn apply_fault(inner: &Inner, route: Route) -> Option<Response>
     }
     let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, fault.body).into_response();
+    let mut given: Vec<HeaderName> = Vec::new();
     for (k, v) in fault.headers {
         if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-            resp.headers_mut().append(k, v);
+            // The fault's first value of a header replaces the default (a `Content-Type:
+            // text/html` must not sit behind the `text/plain` of a string body); later values of
+            // the same header are added to it.
+            if given.contains(&k) {
+                resp.headers_mut().append(k, v);
+            } else {
+                resp.headers_mut().insert(k.clone(), v);
+                given.push(k);
+            }
         }
     }
     Some(resp)
 }
 
-/// Pulls the connection's kill switch and never completes (the connection task drops this
-/// future together with the connection).
+/// Pulls the connection's kill switch. The answer returned is never sent: the request's service
+/// future sees the switch pulled and waits for the connection task to drop it with the
+/// connection.
 async fn sever_now() -> Response {
-    if CONNECTION.try_with(|c| c.kill.notify_one()).is_err() {
+    let pulled = CONNECTION.try_with(|c| {
+        c.killed.store(true, Ordering::SeqCst);
+        c.kill.notify_one();
+    });
+    if pulled.is_err() {
         return no_kill_switch();
     }
-    std::future::pending().await
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 fn no_kill_switch() -> Response {
@@ -264,6 +323,8 @@ fn no_kill_switch() -> Response {
 /// Per-request handle on the connection that carries it.
 struct RequestCtl {
     kill: Arc<Notify>,
+    /// The connection is being closed without an answer (set with `kill`).
+    killed: AtomicBool,
     drop_after: AtomicBool,
 }
 
@@ -273,15 +334,28 @@ tokio::task_local! {
 
 /// Serves `router` on `listener` until `shutdown` changes or its sender is dropped. HTTP/1.1
 /// with keep-alive; on shutdown the listener is closed at once and every connection is told to
-/// finish its current request (at most one second) and close.
-pub(crate) fn spawn_server(listener: TcpListener, router: Router, shutdown: watch::Receiver<()>) {
+/// finish its current request (at most one second) and close. While `detached` is set, each
+/// request is handled in a task of its own, which finishes (a slow request is processed, its
+/// resource stored) even if the client hangs up first, as most servers do; otherwise a request
+/// whose client hangs up is abandoned where it stands.
+pub(crate) fn spawn_server(
+    listener: TcpListener,
+    router: Router,
+    shutdown: watch::Receiver<()>,
+    detached: Arc<AtomicBool>,
+) {
     tokio::spawn(async move {
         let mut stop = shutdown.clone();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+                        tokio::spawn(serve_connection(
+                            stream,
+                            router.clone(),
+                            shutdown.clone(),
+                            detached.clone(),
+                        ));
                     }
                     // Out of file descriptors and the like: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -292,27 +366,47 @@ pub(crate) fn spawn_server(listener: TcpListener, router: Router, shutdown: watc
     });
 }
 
-async fn serve_connection(stream: TcpStream, router: Router, mut shutdown: watch::Receiver<()>) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    mut shutdown: watch::Receiver<()>,
+    detached: Arc<AtomicBool>,
+) {
     let kill = Arc::new(Notify::new());
     let service = {
         let kill = kill.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let ctl = Arc::new(RequestCtl {
                 kill: kill.clone(),
+                killed: AtomicBool::new(false),
                 drop_after: AtomicBool::new(false),
             });
             let router = router.clone();
-            CONNECTION.scope(ctl.clone(), async move {
-                let resp = match router.oneshot(req.map(Body::new)).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
+            let detached = detached.load(Ordering::SeqCst);
+            async move {
+                let handle = CONNECTION.scope(ctl.clone(), async move {
+                    match router.oneshot(req.map(Body::new)).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    }
+                });
+                let resp = if detached {
+                    match tokio::spawn(handle).await {
+                        Ok(resp) => resp,
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                } else {
+                    handle.await
                 };
+                if ctl.killed.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 if ctl.drop_after.load(Ordering::SeqCst) {
                     ctl.kill.notify_one();
                     std::future::pending::<()>().await;
                 }
                 Ok::<_, Infallible>(resp)
-            })
+            }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()

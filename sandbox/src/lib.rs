@@ -224,6 +224,8 @@ struct Inner {
     base: String,
     smart: Mutex<smart::SmartState>,
     app: Mutex<app_launch::AppState>,
+    /// Requests are finished even when their client hangs up first.
+    detached: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Inner {
@@ -372,6 +374,7 @@ impl Sandbox {
             base: urls.base.clone(),
             smart: Mutex::new(smart_state),
             app: Mutex::new(app_state),
+            detached: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
         let router = Router::new()
             .route(OKTA_PATH, post(okta_token))
@@ -400,7 +403,7 @@ impl Sandbox {
             )
             .with_state(inner.clone());
         let (shutdown, stopped) = watch::channel(());
-        faults::spawn_server(listener, router, stopped);
+        faults::spawn_server(listener, router, stopped, inner.detached.clone());
         Ok(Sandbox {
             urls,
             credentials,
@@ -435,9 +438,37 @@ impl Sandbox {
         self.inner.faults.set(route, fault);
     }
 
-    /// Removes every fault.
+    /// Adds `fault` to the faults of `route`, keeping the others: each request is offered to the
+    /// route's faults in the order they were added, and the first that hits answers. Several
+    /// faults with small shares make a mix.
+    pub fn add_fault(&self, route: Route, fault: Fault) {
+        self.inner.faults.add(route, fault);
+    }
+
+    /// Makes a random `share` of the requests on `route` revoke every access token issued so far
+    /// before they are answered (so that request, and every other carrying an old token, gets a
+    /// 401): a token revoked server-side in the middle of a batch. 0 turns it off;
+    /// [`clear_faults`](Self::clear_faults) does too.
+    pub fn set_token_revocation(&self, route: Route, share: f64) {
+        self.inner.faults.set_revocation(route, share);
+    }
+
+    /// Removes every fault and every token revocation switch.
     pub fn clear_faults(&self) {
         self.inner.faults.clear();
+    }
+
+    /// Whether a request is processed to the end even when its client hangs up first (default
+    /// false: it is abandoned where it stands). With it on, a request held by a slow [`Fault`]
+    /// past the client's timeout is still processed afterwards (its resource stored), as most
+    /// servers do; dropped-connection faults behave the same either way.
+    pub fn set_finish_after_hang_up(&self, on: bool) {
+        self.inner.detached.store(on, Ordering::SeqCst);
+    }
+
+    /// Requests on `route` that a fault hit so far.
+    pub fn faults_hit(&self, route: Route) -> u64 {
+        self.inner.faults.hits(route)
     }
 
     /// Requests that reached `route` so far, faulted or not, successful or not.
@@ -486,6 +517,12 @@ impl Sandbox {
     /// Makes every access token issued so far invalid.
     pub fn revoke_all_tokens(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times every token was revoked so far ([`revoke_all_tokens`](Self::revoke_all_tokens),
+    /// `POST /admin/revoke` and [`set_token_revocation`](Self::set_token_revocation) hits).
+    pub fn revocations(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 }
 
@@ -777,6 +814,10 @@ async fn admin_stats(State(inner): State<Arc<Inner>>) -> Response {
         .iter()
         .map(|r| (r.name().to_string(), json!(inner.faults.requests(*r))))
         .collect();
+    let hits: serde_json::Map<String, Value> = Route::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(inner.faults.hits(*r))))
+        .collect();
     json_response(
         StatusCode::OK,
         json!({
@@ -784,13 +825,39 @@ async fn admin_stats(State(inner): State<Arc<Inner>>) -> Response {
             "token_requests_total": inner.requests_total.load(Ordering::SeqCst),
             "tokens_issued": inner.issued.load(Ordering::SeqCst),
             "routes": routes,
+            "faults_hit": hits,
         }),
     )
 }
 
-async fn admin_revoke(State(inner): State<Arc<Inner>>) -> StatusCode {
-    inner.generation.fetch_add(1, Ordering::SeqCst);
-    StatusCode::NO_CONTENT
+/// Without a body: revokes every token issued so far. With `{"route": .., "share": ..}`: from
+/// now on, that share of the route's requests revokes every token first (0 turns it off).
+async fn admin_revoke(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    #[derive(serde::Deserialize)]
+    struct RevokeRequest {
+        route: String,
+        share: f64,
+    }
+    let req: RevokeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    match req.route.parse::<Route>() {
+        Ok(route) if req.share.is_finite() => {
+            inner.faults.set_revocation(route, req.share);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "share must be a finite number",
+        ),
+        Err(e) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -811,6 +878,9 @@ struct FaultRequest {
     drop_connection: Option<String>,
     #[serde(default)]
     share: f64,
+    /// Add to the route's faults instead of replacing them.
+    #[serde(default)]
+    add: bool,
 }
 
 async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
@@ -836,7 +906,11 @@ async fn admin_set_fault(State(inner): State<Arc<Inner>>, body: Bytes) -> Respon
         drop_connection,
         share: req.share,
     };
-    inner.faults.set(route, fault);
+    if req.add {
+        inner.faults.add(route, fault);
+    } else {
+        inner.faults.set(route, fault);
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -252,48 +252,17 @@ impl AuthorizationCode {
     /// Finishes the login from the URL the browser was redirected to: checks `state` (before any
     /// request), exchanges the code with the PKCE verifier, and caches the token.
     pub async fn complete(&self, redirect_url: &str) -> Result<()> {
-        let url = url::Url::parse(redirect_url)
-            .map_err(|_| Error::validation("redirect_url", "is not a valid URL"))?;
-        let get = |k: &str| {
-            url.query_pairs()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.into_owned())
-        };
-        if let Some(error) = get("error") {
-            return Err(Error::Auth {
-                error,
-                description: get("error_description"),
-                status: None,
-            });
-        }
-        let verifier = {
+        let (code, verifier) = {
             let mut pending = self
                 .shared
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let matches = match (pending.as_ref(), get("state")) {
-                (Some(p), Some(s)) => constant_time_eq(p.state.expose().as_bytes(), s.as_bytes()),
-                _ => false,
-            };
-            if !matches {
-                return Err(Error::Auth {
-                    error: "state_mismatch".into(),
-                    description: Some(
-                        "the redirect's state does not match the login in progress".into(),
-                    ),
-                    status: None,
-                });
-            }
-            pending.take().expect("checked above").verifier
+            let code = read_redirect(redirect_url, pending.as_ref().map(|p| &p.state))?;
+            // The state matched: this login is over, with or without a code.
+            let verifier = pending.take().expect("checked above").verifier;
+            (code.ok_or_else(no_code)?, verifier)
         };
-        let code = get("code")
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| Error::Auth {
-                error: "invalid_request".into(),
-                description: Some("the redirect has no code".into()),
-                status: None,
-            })?;
         let form = vec![
             ("grant_type", "authorization_code".to_owned()),
             ("code", code),
@@ -332,7 +301,7 @@ impl AuthorizationCode {
         refresh_token: Option<Secret>,
         expires_at: SystemTime,
     ) -> Result<()> {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let token = Token {
             access_token: access_token.into(),
             issued_at: now.min(expires_at),
@@ -347,6 +316,49 @@ impl AuthorizationCode {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = token.refresh_token.clone();
         self.provider.0.install(token)
+    }
+}
+
+/// The authorization code in the URL the browser was redirected to, once its `state` is that of
+/// the login in progress (`expected`; `None` if it carries none); the server's `error` if it sent
+/// one; never anything from a redirect that is not the answer to our own request.
+pub(crate) fn read_redirect(
+    redirect_url: &str,
+    expected: Option<&Secret>,
+) -> Result<Option<String>> {
+    let url = url::Url::parse(redirect_url)
+        .map_err(|_| Error::validation("redirect_url", "is not a valid URL"))?;
+    let get = |k: &str| {
+        url.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(error) = get("error") {
+        return Err(Error::Auth {
+            error,
+            description: get("error_description"),
+            status: None,
+        });
+    }
+    let matches = match (expected, get("state")) {
+        (Some(p), Some(s)) => constant_time_eq(p.expose().as_bytes(), s.as_bytes()),
+        _ => false,
+    };
+    if !matches {
+        return Err(Error::Auth {
+            error: "state_mismatch".into(),
+            description: Some("the redirect's state does not match the login in progress".into()),
+            status: None,
+        });
+    }
+    Ok(get("code").filter(|c| !c.is_empty()))
+}
+
+fn no_code() -> Error {
+    Error::Auth {
+        error: "invalid_request".into(),
+        description: Some("the redirect has no code".into()),
+        status: None,
     }
 }
 

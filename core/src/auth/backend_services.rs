@@ -4,7 +4,7 @@
 //! `{fhir_base}/.well-known/smart-configuration` on the first fetch.
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use rand::Rng;
 use serde::Serialize;
@@ -92,7 +92,7 @@ struct Grant {
 
 impl Grant {
     fn assertion(&self, aud: &str) -> Result<String> {
-        let now = SystemTime::now()
+        let now = crate::clock::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();

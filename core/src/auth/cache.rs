@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::store::{FileStore, TokenStore};
+use super::store::{SharedStore, TokenStore, Turn};
 use super::{RequestCounter, Token};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
@@ -172,7 +172,8 @@ pub(crate) struct TokenCell {
     counters: Counters,
     fetcher: Box<dyn Fetch>,
     http: HttpClient,
-    store: Option<(Arc<FileStore>, CacheKey)>,
+    /// The store shared with other processes, if any, and this cell's key in it.
+    store: Option<(SharedStore, CacheKey)>,
 }
 
 impl TokenCell {
@@ -183,10 +184,7 @@ impl TokenCell {
         http: HttpClient,
         fetcher: Box<dyn Fetch>,
     ) -> Result<Arc<TokenCell>> {
-        let store_id = match store {
-            TokenStore::Memory => String::new(),
-            TokenStore::File(p) => p.display().to_string(),
-        };
+        let store_id = SharedStore::identity(store);
         // Objects configured with different HTTP clients (timeouts, proxy, rate-limit bound) get
         // cells of their own, so each keeps its own settings. The address is stable and unique
         // while the cell lives, because the cell holds a clone of that client.
@@ -200,10 +198,7 @@ impl TokenCell {
             return Ok(cell);
         }
         reg.retain(|_, w| w.strong_count() > 0);
-        let store = match store {
-            TokenStore::Memory => None,
-            TokenStore::File(p) => Some((Arc::new(FileStore::open(p)?), key)),
-        };
+        let store = SharedStore::open(store)?.map(|s| (s, key));
         let cell = Arc::new(TokenCell {
             current: ArcSwapOption::empty(),
             refresh_lock: tokio::sync::Mutex::new(()),
@@ -221,7 +216,7 @@ impl TokenCell {
     /// A valid access token: cached, refreshed ahead of expiry, fetched at most once at a time.
     pub(crate) async fn token(&self) -> Result<AccessToken> {
         if let Some(entry) = self.current.load_full() {
-            let now = SystemTime::now();
+            let now = crate::clock::now();
             if now < entry.advisory_at {
                 self.counters.cache_hits.fetch_add(1, Relaxed);
                 return Ok(AccessToken(entry));
@@ -232,24 +227,26 @@ impl TokenCell {
                     let latest = self.current.load_full();
                     if let Some(l) = latest
                         .as_ref()
-                        .filter(|l| !Arc::ptr_eq(l, &entry) && SystemTime::now() < l.advisory_at)
+                        .filter(|l| !Arc::ptr_eq(l, &entry) && crate::clock::now() < l.advisory_at)
                     {
                         self.counters.cache_hits.fetch_add(1, Relaxed);
                         return Ok(AccessToken(l.clone()));
                     }
                     if self.fatal_error().is_none() {
                         match self.renew(Some(&entry), true).await {
-                            Ok(fresh) => return Ok(fresh),
+                            Ok(Some(fresh)) => return Ok(fresh),
+                            // Another process is refreshing: its token will be in the store.
+                            Ok(None) => {}
                             // The retries may have run into the mandatory margin: serve the
                             // old token only while it is still outside it.
-                            Err(e) if SystemTime::now() >= entry.mandatory_at => return Err(e),
+                            Err(e) if crate::clock::now() >= entry.mandatory_at => return Err(e),
                             Err(e) => {
                                 tracing::warn!(error = %e, "early token refresh failed; still serving the valid token")
                             }
                         }
                     }
                 }
-                if SystemTime::now() < entry.mandatory_at {
+                if crate::clock::now() < entry.mandatory_at {
                     self.counters.cache_hits.fetch_add(1, Relaxed);
                     return Ok(AccessToken(entry));
                 }
@@ -259,7 +256,7 @@ impl TokenCell {
         let previous = self.current.load_full();
         if let Some(entry) = previous
             .as_ref()
-            .filter(|e| SystemTime::now() < e.mandatory_at)
+            .filter(|e| crate::clock::now() < e.mandatory_at)
         {
             self.counters.cache_hits.fetch_add(1, Relaxed);
             return Ok(AccessToken(entry.clone()));
@@ -267,24 +264,40 @@ impl TokenCell {
         if let Some(err) = self.fatal_error() {
             return Err(err);
         }
-        self.renew(previous.as_deref(), false).await
+        // A mandatory renewal waits for its turn, so it always ends with a token or an error.
+        self.renew(previous.as_deref(), false)
+            .await?
+            .ok_or_else(|| Error::config("the token store gave no token"))
+    }
+
+    /// The current token if it is fresh (before the advisory margin, the test `token()` starts
+    /// with), counted as a cache hit; otherwise `None`. Never waits, refreshes or sends anything.
+    pub(crate) fn fresh(&self) -> Option<AccessToken> {
+        let entry = self.current.load_full()?;
+        if crate::clock::now() < entry.advisory_at {
+            self.counters.cache_hits.fetch_add(1, Relaxed);
+            return Some(AccessToken(entry));
+        }
+        None
     }
 
     /// Obtains a new token (from the shared store if another process already did, else from the
-    /// server). Called with `refresh_lock` held.
-    async fn renew(&self, previous: Option<&Entry>, advisory: bool) -> Result<AccessToken> {
+    /// server). Called with `refresh_lock` held. `Ok(None)` only for an `advisory` renewal that
+    /// found another process refreshing.
+    async fn renew(&self, previous: Option<&Entry>, advisory: bool) -> Result<Option<AccessToken>> {
         let result = match &self.store {
-            None => self.fetch(previous).await,
+            None => self.fetch(previous).await.map(Some),
             Some((store, key)) => self.renew_via_store(store, key, previous, advisory).await,
         };
         match result {
-            Ok(entry) => {
+            Ok(None) => Ok(None),
+            Ok(Some(entry)) => {
                 if previous.is_some() {
                     self.counters.refreshes.fetch_add(1, Relaxed);
                 }
                 let entry = Arc::new(entry);
                 self.current.store(Some(entry.clone()));
-                Ok(AccessToken(entry))
+                Ok(Some(AccessToken(entry)))
             }
             Err(e) => {
                 self.counters.failures.fetch_add(1, Relaxed);
@@ -311,60 +324,52 @@ impl TokenCell {
         Ok(Entry::new(token))
     }
 
+    /// The cross-process single flight: take the entry's lock, adopt the stored token if another
+    /// process refreshed it meanwhile, else fetch and store one. An early (advisory) renewal never
+    /// waits for another process; a store that cannot be reached leaves this process on its own.
     async fn renew_via_store(
         &self,
-        store: &Arc<FileStore>,
+        store: &SharedStore,
         key: &CacheKey,
         previous: Option<&Entry>,
         advisory: bool,
-    ) -> Result<Entry> {
-        let lock = if advisory {
-            // Never wait for another process during an early refresh: the current token is valid.
-            match store.try_lock()? {
-                Some(l) => l,
-                None => return Err(Error::config("token store busy; early refresh skipped")),
-            }
-        } else {
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || s.lock())
-                .await
-                .map_err(|_| Error::config("token store lock task failed"))??
+    ) -> Result<Option<Entry>> {
+        let mut turn = match store.turn(key, !advisory).await? {
+            Turn::Mine(turn) => turn,
+            Turn::Busy if advisory => return Ok(None),
+            Turn::Busy | Turn::Offline => return self.fetch(previous).await.map(Some),
         };
-        let mut file = store.read()?;
-        let id = key.fingerprint(&file.salt);
+        let stored = turn.load().await;
         let revoked = self
             .revoked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(stored) = file.entries.get(&id) {
+        if let Some(stored) = &stored {
             let is_revoked = revoked.as_ref() == Some(&stored.access_token);
             let is_ours = previous.is_some_and(|p| p.token.access_token == stored.access_token);
             let candidate = Entry::new(stored.clone());
             let usable = if advisory {
-                SystemTime::now() < candidate.advisory_at
+                crate::clock::now() < candidate.advisory_at
             } else {
-                SystemTime::now() < candidate.mandatory_at
+                crate::clock::now() < candidate.mandatory_at
             };
             if !is_revoked && !is_ours && usable {
-                drop(lock);
-                return Ok(candidate);
+                turn.release().await;
+                return Ok(Some(candidate));
             }
         }
         // A refresh-token flow needs the newest refresh token, which may be in the store.
-        let base = file.entries.get(&id).map(|t| Entry::new(t.clone()));
+        let base = stored.map(Entry::new);
         let prev = match (&base, previous) {
             (Some(b), Some(p)) if b.token.issued_at > p.token.issued_at => Some(b),
             (Some(b), None) => Some(b),
             (_, p) => p,
         };
         let entry = self.fetch(prev).await?;
-        file.entries.insert(id, entry.token.clone());
-        file.entries
-            .retain(|_, t| t.expires_at > SystemTime::now() || t.refresh_token.is_some());
-        store.write(&file)?;
-        drop(lock);
-        Ok(entry)
+        turn.save(&entry.token).await?;
+        turn.release().await;
+        Ok(Some(entry))
     }
 
     fn fatal_error(&self) -> Option<Error> {
@@ -389,15 +394,10 @@ impl TokenCell {
     }
 
     /// Makes `token` the current entry (obtained outside `fetch`, e.g. an authorization-code
-    /// exchange) and writes it to the file store, if any.
+    /// exchange) and writes it to the shared store, if any.
     pub(crate) fn install(&self, token: Token) -> Result<()> {
         if let Some((store, key)) = &self.store {
-            let lock = store.lock()?;
-            let mut file = store.read()?;
-            let id = key.fingerprint(&file.salt);
-            file.entries.insert(id, token.clone());
-            store.write(&file)?;
-            drop(lock);
+            store.put_blocking(key, &token)?;
         }
         *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.current.store(Some(Arc::new(Entry::new(token))));
@@ -452,6 +452,12 @@ impl TokenProvider {
     pub async fn token(&self) -> Result<AccessToken> {
         self.0.token().await
     }
+    /// The cached token if it is fresh, at once: `None` when there is none yet or a refresh is
+    /// due, and then [`token`](Self::token) is the call to make. For callers to whom an `await`
+    /// costs more than the answer (a binding's blocking call); counted as a cache hit.
+    pub fn fresh_token(&self) -> Option<AccessToken> {
+        self.0.fresh()
+    }
     /// Drops `token` if it is still the current one (call after a 401); returns whether it did.
     pub fn invalidate_token(&self, token: &str) -> bool {
         self.0.invalidate_token(token)
@@ -471,5 +477,76 @@ impl fmt::Debug for TokenProvider {
         f.debug_struct("TokenProvider")
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flow that never gets a token from a server: the tests install theirs.
+    struct Offline;
+    impl Fetch for Offline {
+        fn fetch<'a>(
+            &'a self,
+            _: &'a HttpClient,
+            _: Option<&'a Token>,
+            _: &'a dyn RequestCounter,
+        ) -> BoxFuture<'a, Result<Token>> {
+            Box::pin(async { Err(Error::config("offline")) })
+        }
+    }
+
+    fn provider(name: &str) -> TokenProvider {
+        let key = CacheKey {
+            flow: "test",
+            token_url: format!("https://auth.example.org/{name}"),
+            client_id: "client".into(),
+            user: String::new(),
+            scopes: String::new(),
+            secret_material: Secret::new("secret"),
+        };
+        let cell = TokenCell::shared(
+            key,
+            &TokenStore::Memory,
+            HttpClient::shared(),
+            Box::new(Offline),
+        );
+        TokenProvider(cell.unwrap())
+    }
+
+    /// A token issued `age` ago that lives `lifetime` in all.
+    fn token(value: &str, age: Duration, lifetime: Duration) -> Token {
+        let issued_at = crate::clock::now() - age;
+        Token {
+            access_token: Secret::new(value),
+            issued_at,
+            expires_at: issued_at + lifetime,
+            refresh_token: None,
+            scope: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_token_is_answered_at_once_and_only_before_the_advisory_margin() {
+        let p = provider("fresh");
+        assert!(p.fresh_token().is_none(), "no token yet");
+        let hour = Duration::from_secs(3600);
+        p.0.install(token("a", Duration::ZERO, hour)).unwrap();
+        assert_eq!(p.fresh_token().unwrap().secret(), "a");
+        assert_eq!(p.stats().cache_hits, 1);
+        // A 60 s token is fresh for 50 s (advisory margin 60/6 = 10 s), then due for refresh.
+        let minute = Duration::from_secs(60);
+        p.0.install(token("b", Duration::from_secs(49), minute))
+            .unwrap();
+        assert_eq!(p.fresh_token().unwrap().secret(), "b");
+        p.0.install(token("c", Duration::from_secs(51), minute))
+            .unwrap();
+        assert!(p.fresh_token().is_none(), "inside the advisory margin");
+        assert_eq!(p.stats().cache_hits, 2, "a miss is not a hit");
+        p.0.install(token("d", Duration::ZERO, hour)).unwrap();
+        p.invalidate();
+        assert!(p.fresh_token().is_none(), "invalidated");
     }
 }

@@ -125,6 +125,12 @@ impl PrivateKey {
                         primes.push(rsa::BigUint::from_bytes_be(&jwk_field(&v, "p")?));
                         primes.push(rsa::BigUint::from_bytes_be(&jwk_field(&v, "q")?));
                     }
+                    // rsa 0.9 panics (an unsigned underflow while recovering the primes) on a
+                    // zero `d` or `n`: such a JWK is refused here first.
+                    let one = rsa::BigUint::from(1u8);
+                    if [&n, &e, &d].into_iter().chain(&primes).any(|x| *x <= one) {
+                        return Err(bad_key("is not a valid RSA JWK"));
+                    }
                     let mut k = rsa::RsaPrivateKey::from_components(n, e, d, primes)
                         .map_err(|_| bad_key("is not a valid RSA JWK"))?;
                     k.precompute()

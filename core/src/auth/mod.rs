@@ -31,10 +31,13 @@ pub use cache::{AccessToken, CacheStats, TokenProvider};
 pub use client_credentials::{ClientAuthMethod, ClientCredentials};
 pub use keys::{GeneratedKey, KeyAlgorithm, generate_key, jwk_thumbprint, public_jwks};
 pub use password::PasswordGrant;
-pub use store::TokenStore;
+pub use store::{RedisStore, StoreKey, TokenStore};
 
 /// Lifetime assumed when a token response gives neither `expires_in` nor a JWT `exp`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The longest lifetime a token response is believed: a year.
+const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A token as the server issued it, with the absolute times the cache works from.
 #[derive(Clone, Serialize, Deserialize)]
@@ -143,7 +146,7 @@ pub(crate) async fn exchange(
     let mut attempt = 0u32;
     let mut waited = Duration::ZERO;
     let mut rate_limited = 0u32;
-    loop {
+    'attempts: loop {
         let mut rb = http
             .client()
             .post(req.url.clone())
@@ -158,12 +161,21 @@ pub(crate) async fn exchange(
         counter.sent();
         let retryable: Error = match rb.send().await {
             Err(e) => Error::network(&e),
-            Ok(resp) => {
+            Ok(resp) => 'answer: {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                let body = resp.bytes().await.map_err(|e| Error::network(&e))?;
+                let body = match resp.bytes().await {
+                    Ok(b) => b,
+                    // Cut off on the way: as if the whole answer had been lost.
+                    Err(e) => break 'answer Error::network(&e),
+                };
                 if status.is_success() {
-                    return parse_token(&body, sent_at);
+                    match parse_token(&body, sent_at) {
+                        Ok(token) => return Ok(token),
+                        // A 200 that is no token response (cut-off JSON, a proxy's page):
+                        // nothing usable arrived, so ask again as after a lost answer.
+                        Err(e) => break 'answer e,
+                    }
                 }
                 if status.as_u16() == 429 {
                     // A `Retry-After` of 0 or in the past must not become a tight loop: wait at
@@ -186,7 +198,7 @@ pub(crate) async fn exchange(
                     );
                     tokio::time::sleep(wait).await;
                     waited += wait;
-                    continue;
+                    continue 'attempts;
                 }
                 if status.is_server_error() {
                     Error::Http {
@@ -237,8 +249,12 @@ pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
     });
     let expires_at = match expires_in {
-        Some(secs) => sent_at + Duration::from_secs(secs),
-        None => jwt_exp(&access).unwrap_or(sent_at + DEFAULT_LIFETIME),
+        // A lifetime beyond any real token's (`18446744073709551615`) would overflow the clock.
+        Some(secs) => sent_at
+            .checked_add(Duration::from_secs(secs))
+            .unwrap_or(sent_at + MAX_LIFETIME)
+            .min(sent_at + MAX_LIFETIME),
+        None => jwt_expiry(&access, sent_at).unwrap_or(sent_at + DEFAULT_LIFETIME),
     };
     Ok(Token {
         access_token: Secret::new(access),
@@ -250,17 +266,26 @@ pub(crate) fn parse_token(body: &[u8], sent_at: SystemTime) -> Result<Token> {
     })
 }
 
-/// The `exp` claim of a JWT access token, read without verifying (only to schedule a refresh).
-fn jwt_exp(token: &str) -> Option<SystemTime> {
+/// When a JWT access token expires, from its claims, read without verifying (only to schedule a
+/// refresh). With `iat` too, the lifetime `exp - iat` is counted from `sent_at`, so a clock that
+/// differs from the server's (or has jumped) neither expires the token at once, which would ask
+/// for a new one on every call, nor keeps it past its life; with `exp` alone, `exp` is used.
+fn jwt_expiry(token: &str, sent_at: SystemTime) -> Option<SystemTime> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(v.get("exp")?.as_u64()?))
+    let exp = v.get("exp")?.as_u64()?;
+    match v.get("iat").and_then(serde_json::Value::as_u64) {
+        Some(iat) if iat < exp => Some(sent_at + Duration::from_secs(exp - iat).min(MAX_LIFETIME)),
+        _ => UNIX_EPOCH
+            .checked_add(Duration::from_secs(exp))
+            .map(|e| e.min(sent_at + MAX_LIFETIME)),
+    }
 }
 
-fn oauth_error(status: u16, body: &[u8]) -> Error {
+pub(crate) fn oauth_error(status: u16, body: &[u8]) -> Error {
     match serde_json::from_slice::<OAuthErrorBody>(body) {
         Ok(OAuthErrorBody {
             error: Some(error),
@@ -342,7 +367,16 @@ pub(crate) async fn smart_configuration(
             outcome: None,
         });
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Error::Network {
+    read_smart_configuration(http, &body)
+}
+
+/// The endpoints of a `.well-known/smart-configuration` document, each checked against the
+/// transport-security rule.
+pub(crate) fn read_smart_configuration(
+    http: &HttpClient,
+    body: &[u8],
+) -> Result<SmartConfiguration> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| Error::Network {
         message: "smart-configuration is not JSON".into(),
     })?;
     let te = v
@@ -367,6 +401,40 @@ pub(crate) async fn smart_configuration(
 
 #[cfg(test)]
 mod tests {
+    /// A JWT whose life is known from `iat` and `exp` lives that long from when it was asked
+    /// for, whatever this machine's clock says about the server's: two hours ahead, it once
+    /// counted as expired on arrival and every call asked for a new token.
+    #[test]
+    fn a_jwt_lifetime_is_counted_from_the_request_not_the_servers_clock() {
+        use base64::Engine;
+        use std::time::{Duration, UNIX_EPOCH};
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let server_now = 1_700_000_000u64;
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(serde_json::json!({"alg": "RS256"})),
+            b64(serde_json::json!({"iat": server_now, "exp": server_now + 300}))
+        );
+        let body = serde_json::json!({"access_token": jwt, "token_type": "Bearer"}).to_string();
+        let ahead = UNIX_EPOCH + Duration::from_secs(server_now + 7200);
+        let t = super::parse_token(body.as_bytes(), ahead).unwrap();
+        assert_eq!(t.expires_at, ahead + Duration::from_secs(300));
+        // `exp` alone is taken as it is.
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(serde_json::json!({"alg": "RS256"})),
+            b64(serde_json::json!({"exp": server_now + 300}))
+        );
+        let body = serde_json::json!({"access_token": jwt}).to_string();
+        let t = super::parse_token(body.as_bytes(), ahead).unwrap();
+        assert_eq!(
+            t.expires_at,
+            UNIX_EPOCH + Duration::from_secs(server_now + 300)
+        );
+    }
+
     #[test]
     fn basic_credentials_are_form_encoded_with_spaces_as_percent_20() {
         assert_eq!(super::form_encode("a b+c%d:e/f"), "a%20b%2Bc%25d%3Ae%2Ff");

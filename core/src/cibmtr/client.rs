@@ -22,6 +22,7 @@ use crate::auth::TokenProvider;
 use crate::error::{Error, Result};
 use crate::fhir::{FhirClient, FhirVersion};
 use crate::http::HttpClient;
+use crate::journal::{JournalPart, JournalState, NewItem, Recorder};
 
 /// A CIBMTR environment, preset with the guide's URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,6 +149,8 @@ pub struct SubmissionReport {
     pub already_present: usize,
     pub failed: usize,
     pub elapsed: Duration,
+    /// The journal batch the submission was recorded in, if any.
+    pub batch_id: Option<String>,
 }
 
 impl SubmissionReport {
@@ -161,6 +164,7 @@ impl SubmissionReport {
     /// of a validation error). The shape every binding and the CLI share.
     pub fn to_json(&self) -> Value {
         json!({
+            "batch_id": self.batch_id,
             "total": self.total(),
             "created": self.created,
             "already_present": self.already_present,
@@ -204,6 +208,10 @@ pub struct SubmitOptions {
     pub bundle_size: usize,
     /// Called after every item, from the calling thread or one of the runtime's workers.
     pub progress: Option<ProgressFn>,
+    /// Record the submission in this journal batch, before and after each request; a resumed
+    /// batch ([`Journal::resume_batch`](crate::journal::Journal::resume_batch)) sends nothing
+    /// the journal or the server already holds.
+    pub journal: Option<JournalPart>,
 }
 
 impl Default for SubmitOptions {
@@ -213,6 +221,7 @@ impl Default for SubmitOptions {
             use_bundles: false,
             bundle_size: 50,
             progress: None,
+            journal: None,
         }
     }
 }
@@ -224,6 +233,7 @@ impl fmt::Debug for SubmitOptions {
             .field("use_bundles", &self.use_bundles)
             .field("bundle_size", &self.bundle_size)
             .field("progress", &self.progress.is_some())
+            .field("journal", &self.journal.as_ref().map(|j| j.batch().id()))
             .finish()
     }
 }
@@ -397,6 +407,20 @@ fn item_wait(e: &Error, attempt: u32) -> Duration {
     }
 }
 
+/// The wait before looking for what a failed write may have created. A write the server may
+/// still be working on (the SDK stopped waiting, or a gateway did) gets as long again as the
+/// request timeout to finish: looked for sooner, it would be missed and sent a second time,
+/// and the server would then store both. (A server slower than that can still store a second
+/// copy; only a server-side idempotent create could rule that out.)
+fn settle_wait(e: &Error, attempt: u32, http: &HttpClient) -> Duration {
+    let wait = item_wait(e, attempt);
+    if e.may_still_be_processing() {
+        wait.max(http.config().timeout)
+    } else {
+        wait
+    }
+}
+
 impl CibmtrClient {
     /// A client for the centre `ccn` (5 digits) authenticating with `auth`.
     pub fn builder(ccn: impl Into<String>, auth: &TokenProvider) -> CibmtrClientBuilder {
@@ -481,7 +505,7 @@ impl CibmtrClient {
             .await;
             match result {
                 Err(e) if transient(&e) && attempt + 1 < self.inner.item_attempts => {
-                    tokio::time::sleep(item_wait(&e, attempt)).await;
+                    tokio::time::sleep(settle_wait(&e, attempt, self.inner.fhir.http())).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -540,10 +564,28 @@ impl CibmtrClient {
                         "lab submission failed ({e}); checking and retrying"
                     );
                     posted |= sending && !matches!(e, Error::RateLimited { .. });
-                    tokio::time::sleep(item_wait(&e, attempt)).await;
+                    let wait = if sending {
+                        settle_wait(&e, attempt, self.inner.fhir.http())
+                    } else {
+                        item_wait(&e, attempt)
+                    };
+                    tokio::time::sleep(wait).await;
                     // The POST may have reached the server: look before posting again.
                     check_first = true;
                     attempt += 1;
+                }
+                Err(e)
+                    if transient(&e)
+                        && (posted || sending)
+                        && !matches!(e, Error::RateLimited { .. }) =>
+                {
+                    // Out of attempts, but a POST may have been stored although its answer was
+                    // lost: look once more, so the report does not call failed what is there.
+                    tokio::time::sleep(settle_wait(&e, attempt, self.inner.fhir.http())).await;
+                    return match self.find_by_submission_id(sid).await {
+                        Ok(Some(id)) => Ok((ItemStatus::Created, id)),
+                        _ => Err(e),
+                    };
                 }
                 other => return other,
             }
@@ -637,28 +679,81 @@ impl CibmtrClient {
                 },
             )
             .collect();
+
+        // The journal records every item before anything is sent; resuming, it says which items
+        // an earlier run saw arrive (not sent again) and which were in flight when it stopped
+        // (in doubt: the server's answer below decides).
+        let mut in_doubt: Vec<bool> = Vec::new();
+        let shared_recorder: Option<Arc<Recorder>> = match &options.journal {
+            None => None,
+            Some(part) => {
+                let recorded: Vec<NewItem<'_>> = items
+                    .iter()
+                    .zip(&labs)
+                    .map(|(item, lab)| NewItem {
+                        submission_id: item.submission_id.as_deref(),
+                        lab: lab.as_ref(),
+                        error: item.error.as_ref(),
+                    })
+                    .collect();
+                let (recorder, prior) = part.begin(crid, &recorded).await?;
+                drop(recorded);
+                in_doubt = vec![false; total];
+                for (k, p) in prior.into_iter().enumerate() {
+                    let Some(p) = p.filter(|_| labs[k].is_some()) else {
+                        continue;
+                    };
+                    match (p.state, p.server_id) {
+                        (JournalState::Created | JournalState::AlreadyPresent, Some(id)) => {
+                            let item = &mut items[k];
+                            item.status = if p.state == JournalState::Created {
+                                ItemStatus::Created
+                            } else {
+                                ItemStatus::AlreadyPresent
+                            };
+                            item.id = Some(id);
+                            item.warnings.push(format!(
+                                "recorded as {} by an earlier run of batch {}; not sent again",
+                                p.state.as_str(),
+                                recorder.batch_id()
+                            ));
+                            tracker.done(item.status);
+                            labs[k] = None;
+                        }
+                        (JournalState::Sending, _) => in_doubt[k] = true,
+                        _ => {}
+                    }
+                }
+                Some(Arc::new(recorder))
+            }
+        };
+        let recorder = shared_recorder.as_deref();
+
         let pending = labs.iter().filter(|l| l.is_some()).count();
         if pending == 0 {
-            return Ok(finish(items, started));
+            return Ok(finish(items, started, recorder).await);
         }
         let fail_pending = |mut items: Vec<ItemResult>, labs: &[Option<LabResult>], e: Error| {
             for (item, _) in items.iter_mut().zip(labs).filter(|(_, l)| l.is_some()) {
+                if let Some(r) = recorder {
+                    r.outcome(item.index, ItemStatus::Failed, None, Some(&e));
+                }
                 item.error = Some(e.clone());
                 tracker.done(ItemStatus::Failed);
             }
-            finish(items, started)
+            items
         };
 
         let patient_id = match self.ensure_patient(crid).await {
             Ok(id) => id,
-            Err(e) => return Ok(fail_pending(items, &labs, e)),
+            Err(e) => return Ok(finish(fail_pending(items, &labs, e), started, recorder).await),
         };
 
         // What the server already holds for this recipient, by submission identifier: reported
-        // as already present, not sent.
+        // as already present, not sent (as created if an interrupted run of this batch sent it).
         let existing = match self.existing_submissions(crid).await {
             Ok(m) => m,
-            Err(e) => return Ok(fail_pending(items, &labs, e)),
+            Err(e) => return Ok(finish(fail_pending(items, &labs, e), started, recorder).await),
         };
         for (item, lab) in items.iter_mut().zip(labs.iter_mut()) {
             let found = item
@@ -666,9 +761,20 @@ impl CibmtrClient {
                 .as_ref()
                 .and_then(|sid| existing.get(sid));
             if let (Some(_), Some(id)) = (&lab, found) {
-                item.status = ItemStatus::AlreadyPresent;
+                item.status = if in_doubt.get(item.index) == Some(&true) {
+                    item.warnings.push(
+                        "created by an earlier, interrupted run of this batch; not sent again"
+                            .into(),
+                    );
+                    ItemStatus::Created
+                } else {
+                    ItemStatus::AlreadyPresent
+                };
                 item.id = Some(id.clone());
-                tracker.done(ItemStatus::AlreadyPresent);
+                if let Some(r) = recorder {
+                    r.outcome(item.index, item.status, Some(id), None);
+                }
+                tracker.done(item.status);
                 *lab = None;
             }
         }
@@ -693,6 +799,11 @@ impl CibmtrClient {
                 }
             }
         }
+        // The sending order, for the journal's marks (8 bytes an item).
+        let order: Vec<usize> = match recorder {
+            Some(_) => (0..labs.len()).filter(|&i| labs[i].is_some()).collect(),
+            None => Vec::new(),
+        };
         let to_send = labs
             .into_iter()
             .enumerate()
@@ -706,6 +817,7 @@ impl CibmtrClient {
         let sender = self.clone();
         let send_options = options.clone();
         let task_tracker = tracker.clone();
+        let task_recorder = shared_recorder.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move {
             sender
                 .send_all(
@@ -715,6 +827,7 @@ impl CibmtrClient {
                     items,
                     &send_options,
                     &task_tracker,
+                    task_recorder.as_deref().map(|r| (r, order)),
                 )
                 .await
         }));
@@ -742,9 +855,12 @@ impl CibmtrClient {
                 item.status = ItemStatus::AlreadyPresent;
                 item.id = id;
             }
+            if let Some(r) = recorder {
+                r.outcome(index, item.status, item.id.as_deref(), item.error.as_ref());
+            }
             tracker.done(item.status);
         }
-        Ok(finish(items, started))
+        Ok(finish(items, started, recorder).await)
     }
 
     /// The lab's Observation for the recipient's Patient, in this client's URI family and FHIR
@@ -761,7 +877,9 @@ impl CibmtrClient {
     }
 
     /// Sends `to_send` (`concurrency` at a time, or in Bundles) and records each outcome in
-    /// `items`, which it returns.
+    /// `items`, which it returns, and in the journal (each item marked as sending, committed,
+    /// before its request leaves).
+    #[allow(clippy::too_many_arguments)]
     async fn send_all(
         &self,
         crid: i64,
@@ -770,32 +888,55 @@ impl CibmtrClient {
         mut items: Vec<ItemResult>,
         options: &SubmitOptions,
         tracker: &Tracker,
+        journal: Option<(&Recorder, Vec<usize>)>,
     ) -> Vec<ItemResult> {
+        let (recorder, order) = match journal {
+            Some((r, order)) => (Some(r), order),
+            None => (None, Vec::new()),
+        };
+        let mut done = |index: usize, outcome: Result<(ItemStatus, String)>| {
+            if let Some(r) = recorder {
+                match &outcome {
+                    Ok((status, id)) => r.outcome(index, *status, Some(id), None),
+                    Err(e) => r.outcome(index, ItemStatus::Failed, None, Some(e)),
+                }
+            }
+            record(&mut items[index], outcome);
+        };
         if options.use_bundles {
             let mut outcomes = futures_util::stream::iter(to_send)
                 .chunks(options.bundle_size)
-                .map(|chunk| self.send_chunk(crid, patient_id, chunk, tracker))
+                .map(|chunk| self.send_chunk(crid, patient_id, chunk, tracker, recorder))
                 .buffer_unordered(options.concurrency);
             while let Some(results) = outcomes.next().await {
                 for (index, outcome) in results {
-                    record(&mut items[index], outcome);
+                    done(index, outcome);
                 }
             }
         } else {
-            let mut outcomes = futures_util::stream::iter(to_send)
-                .map(|(index, lab)| {
+            let window = (2 * options.concurrency).max(16);
+            let marks = recorder.map(|j| j.marks(order, window));
+            let marks = marks.as_ref();
+            let mut outcomes = futures_util::stream::iter(to_send.enumerate())
+                .map(|(position, (index, lab))| {
                     // Built when its turn comes: at most `concurrency` exist at once.
                     let obs = self.observation(&lab, crid, patient_id);
                     async move {
                         let sid = observation_submission_id(&obs).unwrap_or_default();
-                        let r = self.submit_checked(&obs, sid, false).await;
+                        let r = match marks {
+                            Some(m) => match m.ready(position).await {
+                                Ok(()) => self.submit_checked(&obs, sid, false).await,
+                                Err(e) => Err(e),
+                            },
+                            None => self.submit_checked(&obs, sid, false).await,
+                        };
                         tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
                         (index, r)
                     }
                 })
                 .buffer_unordered(options.concurrency);
             while let Some((index, outcome)) = outcomes.next().await {
-                record(&mut items[index], outcome);
+                done(index, outcome);
             }
         }
         items
@@ -827,6 +968,7 @@ impl CibmtrClient {
         patient_id: &str,
         chunk: Vec<(usize, LabResult)>,
         tracker: &Tracker,
+        journal: Option<&Recorder>,
     ) -> Vec<(usize, Result<(ItemStatus, String)>)> {
         let chunk: Vec<(usize, String, Value)> = chunk
             .into_iter()
@@ -838,7 +980,17 @@ impl CibmtrClient {
                 (index, sid, obs)
             })
             .collect();
-        let results = self.send_bundle(&chunk).await;
+        let marked = match journal {
+            Some(j) => {
+                let indices: Vec<usize> = chunk.iter().map(|(i, _, _)| *i).collect();
+                j.sending(&indices).await
+            }
+            None => Ok(()),
+        };
+        let results = match marked {
+            Ok(()) => self.send_bundle(&chunk).await,
+            Err(e) => chunk.iter().map(|_| Err(e.clone())).collect(),
+        };
         chunk
             .iter()
             .zip(results)
@@ -993,10 +1145,21 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-fn finish(items: Vec<ItemResult>, started: Instant) -> SubmissionReport {
+/// The report; with a journal, once every outcome is committed.
+async fn finish(
+    items: Vec<ItemResult>,
+    started: Instant,
+    journal: Option<&Recorder>,
+) -> SubmissionReport {
+    if let Some(r) = journal
+        && let Err(e) = r.finish().await
+    {
+        tracing::warn!(error = %e, "the journal could not record the end of the submission");
+    }
     let mut report = SubmissionReport {
         items,
         elapsed: started.elapsed(),
+        batch_id: journal.map(|r| r.batch_id().to_owned()),
         ..Default::default()
     };
     report.count();

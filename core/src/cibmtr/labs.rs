@@ -443,7 +443,7 @@ impl LabResult {
                  prepopulate form 2402",
                 lab.loinc
             )),
-            Some(def) => unit_warnings(&mut lab, given_unit, def, opts, &mut warnings),
+            Some(def) => unit_warnings(&mut lab, given_unit, def, opts, &mut warnings)?,
         }
         Ok(CheckedLab {
             lab,
@@ -459,7 +459,7 @@ fn unit_warnings(
     def: &'static LabDefinition,
     opts: &LabOptions,
     warnings: &mut Vec<String>,
-) {
+) -> Result<()> {
     let preferred = unit(&def.unit).expect("every catalog unit is a known unit");
     let molar_code = def.is_molar(&lab.loinc);
     if molar_code && given.dimension != MolarConcentration {
@@ -472,7 +472,7 @@ fn unit_warnings(
             given.dimension.describe(),
             given.code
         ));
-        return;
+        return Ok(());
     }
     if !molar_code && given.dimension == MolarConcentration && !def.molar_codes.is_empty() {
         warnings.push(format!(
@@ -483,10 +483,10 @@ fn unit_warnings(
             def.molar_codes.join(", "),
             def.name
         ));
-        return;
+        return Ok(());
     }
     if given.code == preferred.code {
-        return;
+        return Ok(());
     }
     if given.base != preferred.base {
         let why = if molar_code {
@@ -508,7 +508,7 @@ fn unit_warnings(
         warnings.push(format!(
             "{why}; the SDK does not convert it, CIBMTR's translation engine may"
         ));
-        return;
+        return Ok(());
     }
     if !opts.convert_units {
         warnings.push(format!(
@@ -516,13 +516,31 @@ fn unit_warnings(
              exactly before submission, or CIBMTR's translation engine may convert it)",
             given.code, preferred.code, def.name
         ));
-        return;
+        return Ok(());
     }
-    let conv = |v: f64| convert(v, given.code, preferred.code).expect("same base converts");
-    let (old_value, new_value) = (lab.value, conv(lab.value));
+    // Units of one base always convert, unless the result is beyond what a number can hold
+    // (1e306 in 10*12/L is 1e309 in 10*9/L).
+    let conv = |field: &str, v: f64| {
+        convert(v, given.code, preferred.code).ok_or_else(|| {
+            Error::validation(
+                field,
+                format!(
+                    "is too large to convert from {} to {}",
+                    given.code, preferred.code
+                ),
+            )
+        })
+    };
+    let (old_value, new_value) = (lab.value, conv("value", lab.value)?);
+    lab.reference_low = lab
+        .reference_low
+        .map(|v| conv("reference_low", v))
+        .transpose()?;
+    lab.reference_high = lab
+        .reference_high
+        .map(|v| conv("reference_high", v))
+        .transpose()?;
     lab.value = new_value;
-    lab.reference_low = lab.reference_low.map(conv);
-    lab.reference_high = lab.reference_high.map(conv);
     lab.unit = preferred.code.to_owned();
     let range = if lab.reference_low.is_some() || lab.reference_high.is_some() {
         " (and the reference range)"
@@ -533,6 +551,7 @@ fn unit_warnings(
         "converted {old_value} {} to {new_value} {}{range}, the preferred unit for {}",
         given.code, preferred.code, def.name
     ));
+    Ok(())
 }
 
 /// `^\d{1,7}-\d$` with a correct LOINC (mod 10) check digit.

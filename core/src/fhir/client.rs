@@ -204,6 +204,11 @@ impl FhirClient {
         self.inner.version
     }
 
+    /// The HTTP client (timeouts, retry bounds) this client sends with.
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.inner.http
+    }
+
     /// The token provider, if the client authenticates.
     pub fn auth(&self) -> Option<&TokenProvider> {
         self.inner.auth.as_ref()
@@ -459,7 +464,7 @@ impl FhirClient {
 
     /// A server-supplied paging link, resolved against the base, kept to the base's origin, with
     /// the default parameters the server may have dropped put back.
-    fn paging_url(&self, link: &str) -> Result<Url> {
+    pub(crate) fn paging_url(&self, link: &str) -> Result<Url> {
         let url = self.inner.base.join(link).map_err(|_| Error::Http {
             status: 200,
             message: "the server's next-page link is not a valid URL".into(),
@@ -577,11 +582,29 @@ impl FhirClient {
                         }
                     };
                     if status.is_success() {
-                        return Ok(Answer {
-                            status,
-                            body: parse_body(status, &headers, &bytes)?,
-                            headers,
-                        });
+                        match parse_body(status, &headers, &bytes) {
+                            Ok(body) => {
+                                return Ok(Answer {
+                                    status,
+                                    body,
+                                    headers,
+                                });
+                            }
+                            // A success status over a body that is not JSON: a proxy's or
+                            // firewall's page, a cut-off answer. Whether a POST took effect is
+                            // unknown, so only a request that is safe to repeat is repeated.
+                            Err(err) => {
+                                if idempotency == Idempotency::Safe
+                                    && self.may_retry(attempt, started, Duration::ZERO)
+                                {
+                                    tracing::debug!(attempt, "{err}; retrying");
+                                    tokio::time::sleep(crate::http::backoff(attempt)).await;
+                                    attempt += 1;
+                                    continue;
+                                }
+                                return Err(err);
+                            }
+                        }
                     }
                     if status == StatusCode::UNAUTHORIZED
                         && let (Some(p), Some(t)) = (&self.inner.auth, &token)
@@ -662,7 +685,7 @@ fn resource_type_of(resource: &Value) -> Result<&str> {
 }
 
 /// The `next` link of a Bundle.
-fn next_link(bundle: &Value) -> Option<&str> {
+pub(crate) fn next_link(bundle: &Value) -> Option<&str> {
     bundle
         .get("link")?
         .as_array()?
@@ -673,7 +696,7 @@ fn next_link(bundle: &Value) -> Option<&str> {
 }
 
 /// The matched resources of a searchset page (included resources are left out).
-fn bundle_resources(bundle: Value) -> Vec<Value> {
+pub(crate) fn bundle_resources(bundle: Value) -> Vec<Value> {
     let Value::Object(mut map) = bundle else {
         return Vec::new();
     };
@@ -732,7 +755,9 @@ fn with_id(answer: Answer, sent: &Value) -> Result<Value> {
     Ok(out)
 }
 
-fn parse_body(status: StatusCode, headers: &HeaderMap, bytes: &[u8]) -> Result<Value> {
+/// A success answer's body. One that is not JSON is a [`Error::Network`] (the exchange gave no
+/// usable answer, like a cut-off body), so it counts as transient wherever retries are decided.
+pub(crate) fn parse_body(status: StatusCode, headers: &HeaderMap, bytes: &[u8]) -> Result<Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
@@ -741,10 +766,11 @@ fn parse_body(status: StatusCode, headers: &HeaderMap, bytes: &[u8]) -> Result<V
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("no content type");
-        Error::Http {
-            status: status.as_u16(),
-            message: format!("expected FHIR JSON but the server sent {ct}"),
-            outcome: None,
+        Error::Network {
+            message: format!(
+                "the server answered {} with {ct} where FHIR JSON was expected",
+                status.as_u16()
+            ),
         }
     })
 }

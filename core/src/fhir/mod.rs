@@ -6,6 +6,7 @@ mod client;
 pub use client::{
     CreateOutcome, FHIR_JSON, FhirClient, FhirClientBuilder, ResourceStream, id_from_location,
 };
+pub(crate) use client::{bundle_resources, http_error, next_link, parse_body};
 
 /// The FHIR release a server speaks. CIBMTR's Direct FHIR API is STU3; most SMART servers are R4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -2,7 +2,7 @@
 //! credentials and bearer tokens travel only over https, except to loopback hosts or hosts the
 //! caller explicitly allows.
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use rand::Rng;
 
@@ -183,18 +183,26 @@ pub fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// `Retry-After` (seconds or HTTP date) or Okta's `X-Rate-Limit-Reset` (epoch seconds).
+/// The longest wait a server's `Retry-After` or `X-Rate-Limit-Reset` is taken to ask for: a
+/// longer one (a wrong clock, a garbled header, `18446744073709551615`) counts as this, which is
+/// past every configured bound, so the caller gets [`Error::RateLimited`](crate::Error) rather
+/// than an overflow.
+pub(crate) const MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` (seconds or HTTP date) or Okta's `X-Rate-Limit-Reset` (epoch seconds), at most
+/// [`MAX_SERVER_WAIT`].
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let now = SystemTime::now();
+    let now = crate::clock::now();
+    let wait = |d: Duration| Some(d.min(MAX_SERVER_WAIT));
     if let Some(v) = headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
     {
         if let Ok(secs) = v.trim().parse::<u64>() {
-            return Some(Duration::from_secs(secs));
+            return wait(Duration::from_secs(secs));
         }
         if let Ok(at) = httpdate::parse_http_date(v) {
-            return Some(at.duration_since(now).unwrap_or_default());
+            return wait(at.duration_since(now).unwrap_or_default());
         }
     }
     let reset = headers
@@ -204,9 +212,11 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .trim()
         .parse::<u64>()
         .ok()?;
-    let at = UNIX_EPOCH + Duration::from_secs(reset);
+    let Some(at) = UNIX_EPOCH.checked_add(Duration::from_secs(reset)) else {
+        return wait(MAX_SERVER_WAIT);
+    };
     // The reset is whole seconds; a little slack avoids arriving a hair early.
-    Some(at.duration_since(now).unwrap_or_default() + Duration::from_millis(50))
+    wait(at.duration_since(now).unwrap_or_default() + Duration::from_millis(50))
 }
 
 /// Jittered exponential backoff before retry number `attempt` (0-based): 100 ms, 200 ms, 400 ms,

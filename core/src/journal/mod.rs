@@ -1,0 +1,1138 @@
+//! The submission journal: an embedded SQLite file that records every bulk submission, item by
+//! item, before and after each request, so that a crash, a killed process or a laptop that went
+//! to sleep leaves an exact picture of what went to CIBMTR, when, and under which server ids; and
+//! so that an interrupted batch can be resumed without sending anything twice.
+//!
+//! ```no_run
+//! # async fn demo(client: cibmtr_fhir::cibmtr::CibmtrClient,
+//! #               labs: Vec<cibmtr_fhir::cibmtr::LabResult>) -> cibmtr_fhir::Result<()> {
+//! use cibmtr_fhir::cibmtr::SubmitOptions;
+//! use cibmtr_fhir::journal::{BatchInfo, Journal};
+//! let journal = Journal::open("journal.sqlite3")?;
+//! let batch = journal.start_batch(&BatchInfo::default())?;
+//! let options = SubmitOptions { journal: Some(batch.clone().into()), ..Default::default() };
+//! let report = client.submit_labs(3989144, labs.clone(), &options).await?;
+//! // Later, after a crash: the same labs, the same batch; nothing is sent twice.
+//! let batch = journal.resume_batch(batch.id())?;
+//! let options = SubmitOptions { journal: Some(batch.into()), ..Default::default() };
+//! let report = client.submit_labs(3989144, labs, &options).await?;
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! ## What is recorded
+//!
+//! One row per batch (`batches`) and one per input item (`items`): the item's number in the batch
+//! (its index, or its CSV line for `labs submit`), the CRID, the content hash the Observation
+//! carries as its submission identifier, the lab as sent (after checks and unit conversion), the
+//! state, the server's Observation id, the error (kind and message), the number of times it was
+//! sent, and when it was recorded, sent and answered (UTC, milliseconds).
+//!
+//! States: `pending` (recorded, not sent), `sending` (the request is about to leave or has left
+//! and no answer is recorded: after a crash this item is *in doubt* until the next run asks the
+//! server), `created`, `already_present` (the server had it, or an earlier item of the batch had
+//! the same content), `failed` (the error says why; resuming tries it again).
+//!
+//! ## Durability
+//!
+//! WAL mode with `synchronous=NORMAL`: a committed write survives the process being killed at any
+//! point; a power cut may lose the last writes, which a resume then finds on the server by content
+//! hash. The "sending" mark of an item is committed *before* its request leaves (marks are made a
+//! window of items ahead, in the background, so requests rarely wait for them). Writes go through
+//! one writer thread that commits whatever is queued in one transaction (group commit), so the
+//! journal costs little even at high concurrency. The file is created with mode 0600: it holds
+//! lab values (de-identified: CRIDs, not names).
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::{Value, json};
+
+use crate::cibmtr::{ItemStatus, LabResult};
+use crate::error::{Error, Result};
+
+mod export;
+
+pub use export::CSV_COLUMNS;
+
+/// Schema version, in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS batches (
+    id            TEXT PRIMARY KEY,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    ccn           TEXT,
+    server        TEXT,
+    source        TEXT,
+    source_sha256 TEXT,
+    label         TEXT,
+    expected      INTEGER,
+    sdk_version   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    batch_id      TEXT NOT NULL REFERENCES batches(id),
+    item          INTEGER NOT NULL,
+    crid          INTEGER,
+    submission_id TEXT,
+    state         TEXT NOT NULL
+                  CHECK (state IN ('pending','sending','created','already_present','failed')),
+    server_id     TEXT,
+    error_kind    TEXT,
+    error         TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    lab           TEXT,
+    created_at    TEXT NOT NULL,
+    sent_at       TEXT,
+    done_at       TEXT,
+    PRIMARY KEY (batch_id, item)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_by_submission_id ON items(submission_id);
+CREATE INDEX IF NOT EXISTS batches_by_source ON batches(source_sha256, created_at);
+";
+
+/// Where an item stands in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JournalState {
+    /// Recorded, not sent yet.
+    Pending,
+    /// Sent (or about to be) with no answer recorded: in doubt after a crash.
+    Sending,
+    Created,
+    AlreadyPresent,
+    Failed,
+}
+
+impl JournalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalState::Pending => "pending",
+            JournalState::Sending => "sending",
+            JournalState::Created => "created",
+            JournalState::AlreadyPresent => "already_present",
+            JournalState::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> JournalState {
+        match s {
+            "sending" => JournalState::Sending,
+            "created" => JournalState::Created,
+            "already_present" => JournalState::AlreadyPresent,
+            "failed" => JournalState::Failed,
+            _ => JournalState::Pending,
+        }
+    }
+    /// Whether the server holds the item (nothing left to do for it).
+    pub fn is_done(self) -> bool {
+        matches!(self, JournalState::Created | JournalState::AlreadyPresent)
+    }
+}
+
+impl From<ItemStatus> for JournalState {
+    fn from(s: ItemStatus) -> Self {
+        match s {
+            ItemStatus::Created => JournalState::Created,
+            ItemStatus::AlreadyPresent => JournalState::AlreadyPresent,
+            ItemStatus::Failed => JournalState::Failed,
+        }
+    }
+}
+
+/// What describes a new batch (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct BatchInfo {
+    /// Where the items came from: a file path, an application name.
+    pub source: Option<String>,
+    /// SHA-256 (hex) of the input file, so the batch of the same input can be found again.
+    pub source_sha256: Option<String>,
+    /// A free-text label for people.
+    pub label: Option<String>,
+    /// The centre the batch submits for.
+    pub ccn: Option<String>,
+    /// The server it submits to (the FHIR base URL).
+    pub server: Option<String>,
+    /// How many items the batch will have, if known (the rows of a CSV file): until that many
+    /// are recorded, the batch counts as incomplete even if every recorded item is done.
+    pub expected_items: Option<u64>,
+}
+
+/// One batch with its counts by state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub ccn: Option<String>,
+    pub server: Option<String>,
+    pub source: Option<String>,
+    pub source_sha256: Option<String>,
+    pub label: Option<String>,
+    /// How many items the batch will have, if its creator said.
+    pub expected: Option<u64>,
+    /// Items recorded so far.
+    pub total: u64,
+    pub pending: u64,
+    pub sending: u64,
+    pub created: u64,
+    pub already_present: u64,
+    pub failed: u64,
+}
+
+impl BatchSummary {
+    /// `complete` (every item is on the server), `incomplete` (items not recorded yet, never
+    /// sent, or in doubt: the run was interrupted, or is still going), `failures` (finished with
+    /// failed items) or `empty` (no item recorded).
+    pub fn status(&self) -> &'static str {
+        if self.pending + self.sending > 0 || self.expected.is_some_and(|e| self.total < e) {
+            "incomplete"
+        } else if self.total == 0 {
+            "empty"
+        } else if self.failed > 0 {
+            "failures"
+        } else {
+            "complete"
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "status": self.status(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "ccn": self.ccn,
+            "server": self.server,
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "label": self.label,
+            "expected": self.expected,
+            "total": self.total,
+            "pending": self.pending,
+            "sending": self.sending,
+            "created": self.created,
+            "already_present": self.already_present,
+            "failed": self.failed,
+        })
+    }
+}
+
+/// One recorded item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalItem {
+    /// The item's number in the batch: its index, or its CSV line for `labs submit`.
+    pub item: u64,
+    pub crid: Option<i64>,
+    /// The content hash the Observation carries (none for an item that failed its checks).
+    pub submission_id: Option<String>,
+    pub state: JournalState,
+    /// The server's Observation id.
+    pub server_id: Option<String>,
+    /// The error's stable kind (`VALIDATION`, `HTTP`, ...).
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    /// How many runs sent it.
+    pub attempts: u32,
+    /// The lab as sent (after checks and unit conversion).
+    pub lab: Option<Value>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+    pub done_at: Option<String>,
+}
+
+impl JournalItem {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "item": self.item,
+            "crid": self.crid.map(|c| c.to_string()),
+            "submission_id": self.submission_id,
+            "state": self.state.as_str(),
+            "server_id": self.server_id,
+            "error_kind": self.error_kind,
+            "error": self.error,
+            "attempts": self.attempts,
+            "lab": self.lab,
+            "created_at": self.created_at,
+            "sent_at": self.sent_at,
+            "done_at": self.done_at,
+        })
+    }
+}
+
+type Work = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+type Ack = Box<dyn FnOnce(Result<()>) + Send>;
+
+struct Inner {
+    path: PathBuf,
+    tx: Mutex<mpsc::Sender<(Work, Option<Ack>)>>,
+    reader: Mutex<Option<Connection>>,
+}
+
+/// A journal file. Cheap to clone; clones share one writer thread. Several processes may use the
+/// same file at once (SQLite's locking, WAL).
+#[derive(Clone)]
+pub struct Journal(Arc<Inner>);
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Journal").field(&self.0.path).finish()
+    }
+}
+
+fn db_err(path: &Path, what: &str, e: impl fmt::Display) -> Error {
+    Error::config(format!("journal {}: cannot {what}: {e}", path.display()))
+}
+
+/// Now, UTC, to the millisecond: `2024-05-01T13:30:00.123Z`.
+pub(crate) fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err(path, "open it", e))?;
+    c.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| db_err(path, "configure it", e))?;
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        .map_err(|e| db_err(path, "configure it", e))?;
+    Ok(c)
+}
+
+impl Journal {
+    /// Opens (creating it, mode 0600, and its folder) the journal at `path`. Handles to the same
+    /// file in one process share one writer. Other processes may use the file at the same time;
+    /// another SQLite library in *this* process (Python's `sqlite3` beside the Python package)
+    /// must not open it while the SDK has it open: two copies of SQLite in one process do not
+    /// see each other's locks.
+    pub fn open(path: impl AsRef<Path>) -> Result<Journal> {
+        let path = path.as_ref().to_owned();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| db_err(&path, "create its folder", e))?;
+        }
+        create_private(&path).map_err(|e| db_err(&path, "create it", e))?;
+        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inner) = open.get(&canonical).and_then(std::sync::Weak::upgrade) {
+            return Ok(Journal(inner));
+        }
+        open.retain(|_, w| w.strong_count() > 0);
+        let journal = Self::open_new(path)?;
+        open.insert(canonical, Arc::downgrade(&journal.0));
+        Ok(journal)
+    }
+
+    fn open_new(path: PathBuf) -> Result<Journal> {
+        let conn = connect(&path)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db_err(&path, "read it", e))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::config(format!(
+                "journal {}: written by a newer version of the SDK (schema {version})",
+                path.display()
+            )));
+        }
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(|e| db_err(&path, "set up its tables", e))?;
+        let (tx, rx) = mpsc::channel();
+        let p = path.clone();
+        std::thread::Builder::new()
+            .name("cibmtr-journal".into())
+            .spawn(move || writer(conn, rx, p))
+            .map_err(|e| db_err(&path, "start its writer", e))?;
+        Ok(Journal(Arc::new(Inner {
+            path,
+            tx: Mutex::new(tx),
+            reader: Mutex::new(None),
+        })))
+    }
+
+    /// The default journal: `$XDG_DATA_HOME/cibmtr-fhir/journal.sqlite3`, else
+    /// `~/.local/share/cibmtr-fhir/journal.sqlite3`.
+    pub fn default_path() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share"))
+            })?;
+        Some(base.join("cibmtr-fhir").join("journal.sqlite3"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// Queues `work`; `ack` is called once it is committed (or failed).
+    fn send(&self, work: Work, ack: Option<Ack>) {
+        let tx = self.0.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(mpsc::SendError((_, Some(ack)))) = tx.send((work, ack)) {
+            ack(Err(Error::config("the journal's writer has stopped")));
+        }
+    }
+
+    /// Runs `work` in the writer and waits for its commit.
+    async fn write(&self, work: Work) -> Result<()> {
+        self.write_soon(work).await
+    }
+
+    /// Queues `work` now; the returned future resolves once it is committed.
+    fn write_soon(&self, work: Work) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(
+            work,
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        );
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::config("the journal's writer has stopped")))
+        }
+    }
+
+    /// Runs `work` in the writer and blocks this thread until its commit.
+    fn write_blocking(&self, work: Work) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.send(
+            work,
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::config("the journal's writer has stopped")))
+    }
+
+    /// Queues `work` without waiting (ordered after everything queued before it).
+    fn write_later(&self, work: Work) {
+        self.send(work, None);
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut slot = self.0.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(connect(&self.0.path)?);
+        }
+        f(slot.as_ref().expect("opened above")).map_err(|e| db_err(&self.0.path, "read it", e))
+    }
+
+    /// Records a new batch and returns it.
+    pub fn start_batch(&self, info: &BatchInfo) -> Result<JournalBatch> {
+        let id = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            crate::auth::cache::hex(&rand::random::<[u8; 3]>())
+        );
+        let (i, info) = (id.clone(), info.clone());
+        self.write_blocking(Box::new(move |c| {
+            let t = now();
+            c.execute(
+                "INSERT INTO batches (id, created_at, updated_at, ccn, server, source, \
+                 source_sha256, label, expected, sdk_version) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    i,
+                    t,
+                    info.ccn,
+                    info.server,
+                    info.source,
+                    info.source_sha256,
+                    info.label,
+                    info.expected_items.map(|e| e as i64),
+                    env!("CARGO_PKG_VERSION")
+                ],
+            )
+            .map(|_| ())
+        }))?;
+        Ok(JournalBatch::new(self.clone(), id, false))
+    }
+
+    /// An existing batch, to continue: items it records as on the server are not sent again, the
+    /// others are (after asking the server about those in doubt).
+    pub fn resume_batch(&self, id: &str) -> Result<JournalBatch> {
+        let found: Option<String> = self.read(|c| {
+            c.query_row("SELECT id FROM batches WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+        })?;
+        let id = found
+            .ok_or_else(|| Error::validation("batch", format!("no batch {id:?} in the journal")))?;
+        Ok(JournalBatch::new(self.clone(), id, true))
+    }
+
+    /// The newest batch recorded for an input with this SHA-256 that has items left to do
+    /// (incomplete or empty; a batch that finished with failures is not resumed this way: name
+    /// it to retry its failed items), if any.
+    pub fn resumable_batch(&self, source_sha256: &str) -> Result<Option<String>> {
+        let ids: Vec<String> = self.read(|c| {
+            let mut s = c.prepare(
+                "SELECT id FROM batches WHERE source_sha256 = ?1 ORDER BY created_at DESC, id DESC",
+            )?;
+            s.query_map([source_sha256], |r| r.get(0))?.collect()
+        })?;
+        for id in ids {
+            if matches!(self.batch(&id)?.status(), "incomplete" | "empty") {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every batch, newest first.
+    pub fn batches(&self) -> Result<Vec<BatchSummary>> {
+        self.read(|c| {
+            let mut s = c.prepare(&format!(
+                "{SUMMARY_SQL} GROUP BY b.id ORDER BY b.created_at DESC, b.id DESC"
+            ))?;
+            s.query_map([], summary_row)?.collect()
+        })
+    }
+
+    /// One batch.
+    pub fn batch(&self, id: &str) -> Result<BatchSummary> {
+        self.read(|c| {
+            c.query_row(
+                &format!("{SUMMARY_SQL} WHERE b.id = ?1 GROUP BY b.id"),
+                [id],
+                summary_row,
+            )
+            .optional()
+        })?
+        .ok_or_else(|| Error::validation("batch", format!("no batch {id:?} in the journal")))
+    }
+
+    /// A batch's items, by item number.
+    pub fn items(&self, id: &str) -> Result<Vec<JournalItem>> {
+        self.batch(id)?;
+        self.read(|c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = ?1 ORDER BY item"
+            ))?;
+            s.query_map([id], item_row)?.collect()
+        })
+    }
+}
+
+const SUMMARY_SQL: &str = "SELECT b.id, b.created_at, b.updated_at, b.ccn, b.server, b.source, \
+    b.source_sha256, b.label, count(i.item), \
+    count(CASE i.state WHEN 'pending' THEN 1 END), count(CASE i.state WHEN 'sending' THEN 1 END), \
+    count(CASE i.state WHEN 'created' THEN 1 END), \
+    count(CASE i.state WHEN 'already_present' THEN 1 END), \
+    count(CASE i.state WHEN 'failed' THEN 1 END), b.expected \
+    FROM batches b LEFT JOIN items i ON i.batch_id = b.id";
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchSummary> {
+    Ok(BatchSummary {
+        id: r.get(0)?,
+        created_at: r.get(1)?,
+        updated_at: r.get(2)?,
+        ccn: r.get(3)?,
+        server: r.get(4)?,
+        source: r.get(5)?,
+        source_sha256: r.get(6)?,
+        label: r.get(7)?,
+        total: r.get::<_, i64>(8)? as u64,
+        pending: r.get::<_, i64>(9)? as u64,
+        sending: r.get::<_, i64>(10)? as u64,
+        created: r.get::<_, i64>(11)? as u64,
+        already_present: r.get::<_, i64>(12)? as u64,
+        failed: r.get::<_, i64>(13)? as u64,
+        expected: r.get::<_, Option<i64>>(14)?.map(|e| e as u64),
+    })
+}
+
+const ITEM_COLUMNS: &str = "item, crid, submission_id, state, server_id, error_kind, error, \
+    attempts, lab, created_at, sent_at, done_at";
+
+fn item_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalItem> {
+    let lab: Option<String> = r.get(8)?;
+    Ok(JournalItem {
+        item: r.get::<_, i64>(0)? as u64,
+        crid: r.get(1)?,
+        submission_id: r.get(2)?,
+        state: JournalState::parse(&r.get::<_, String>(3)?),
+        server_id: r.get(4)?,
+        error_kind: r.get(5)?,
+        error: r.get(6)?,
+        attempts: r.get(7)?,
+        lab: lab.and_then(|l| serde_json::from_str(&l).ok()),
+        created_at: r.get(9)?,
+        sent_at: r.get(10)?,
+        done_at: r.get(11)?,
+    })
+}
+
+/// Creates `path` with mode 0600 if it does not exist (SQLite gives its `-wal` and `-shm` files
+/// the same mode). An existing file is not opened here: closing a descriptor of a database file
+/// drops every POSIX lock this process holds on it, including SQLite's own.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The journals open in this process, by canonical path: one writer thread and one pair of
+/// connections per file, however many handles.
+static OPEN: std::sync::LazyLock<Mutex<HashMap<PathBuf, std::sync::Weak<Inner>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How long the writer waits for more work before committing pieces nobody waits for (item
+/// outcomes): they are then committed together, or with the next piece someone waits for.
+const COMMIT_DELAY: Duration = Duration::from_millis(5);
+
+/// The writer thread: takes whatever is queued, runs each piece under a savepoint (one failing
+/// piece does not undo the others) and commits them together. A piece someone waits for (a
+/// "sending" mark) is committed as soon as the queue is empty; pieces nobody waits for wait up to
+/// [`COMMIT_DELAY`] for company, so a busy submission commits a few times per window, not once
+/// per item.
+fn writer(conn: Connection, rx: mpsc::Receiver<(Work, Option<Ack>)>, path: PathBuf) {
+    let mut warned = false;
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let deadline = std::time::Instant::now() + COMMIT_DELAY;
+        while group.len() < 4096 {
+            match rx.try_recv() {
+                Ok(m) => {
+                    group.push(m);
+                    continue;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if group.iter().any(|(_, ack)| ack.is_some()) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(m) => group.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut outcomes: Vec<(Option<Ack>, Result<()>)> = Vec::with_capacity(group.len());
+        let begun = statement(&conn, "BEGIN IMMEDIATE");
+        for (work, ack) in group {
+            let r = match &begun {
+                Err(e) => Err(db_err(&path, "write it", e)),
+                // A piece someone waits for runs under a savepoint, so its failure undoes it
+                // alone; the others are single statements.
+                Ok(()) if ack.is_some() => {
+                    run_piece(&conn, work).map_err(|e| db_err(&path, "write it", e))
+                }
+                Ok(()) => work(&conn).map_err(|e| db_err(&path, "write it", e)),
+            };
+            outcomes.push((ack, r));
+        }
+        if begun.is_ok()
+            && let Err(e) = statement(&conn, "COMMIT")
+        {
+            let _ = statement(&conn, "ROLLBACK");
+            for (_, r) in &mut outcomes {
+                if r.is_ok() {
+                    *r = Err(db_err(&path, "commit to it", &e));
+                }
+            }
+        }
+        for (ack, r) in outcomes {
+            match ack {
+                Some(ack) => ack(r),
+                None => {
+                    if let Err(e) = r
+                        && !warned
+                    {
+                        warned = true;
+                        tracing::warn!(error = %e, "journal write failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one statement without parameters from the statement cache.
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+fn run_piece(conn: &Connection, work: Work) -> rusqlite::Result<()> {
+    statement(conn, "SAVEPOINT piece")?;
+    match work(conn) {
+        Ok(()) => statement(conn, "RELEASE piece"),
+        Err(e) => {
+            let _ = statement(conn, "ROLLBACK TO piece");
+            let _ = statement(conn, "RELEASE piece");
+            Err(e)
+        }
+    }
+}
+
+struct BatchInner {
+    journal: Journal,
+    id: String,
+    /// Opened with [`Journal::resume_batch`]: items may already be recorded.
+    resumed: bool,
+    /// The next item number a part without numbers of its own takes.
+    next: AtomicU64,
+}
+
+/// A batch of a [`Journal`]: pass it (as a [`JournalPart`]) in
+/// [`SubmitOptions::journal`](crate::cibmtr::SubmitOptions::journal). Several submissions may
+/// share a batch (the CLI makes one per CSV file, whatever the number of recipients); each takes
+/// the next item numbers, or numbers of its own given with [`JournalBatch::numbered`].
+#[derive(Clone)]
+pub struct JournalBatch(Arc<BatchInner>);
+
+impl fmt::Debug for JournalBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalBatch")
+            .field("id", &self.0.id)
+            .field("resumed", &self.0.resumed)
+            .finish()
+    }
+}
+
+impl JournalBatch {
+    fn new(journal: Journal, id: String, resumed: bool) -> JournalBatch {
+        JournalBatch(Arc::new(BatchInner {
+            journal,
+            id,
+            resumed,
+            next: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.0.journal
+    }
+
+    /// Whether the batch was opened to be resumed.
+    pub fn is_resumed(&self) -> bool {
+        self.0.resumed
+    }
+
+    /// A part whose items carry these numbers (one per input item, unique in the batch), e.g.
+    /// the CSV lines they came from.
+    pub fn numbered(&self, numbers: Vec<u64>) -> JournalPart {
+        JournalPart {
+            batch: self.clone(),
+            numbers: Some(numbers.into()),
+        }
+    }
+
+    /// Records items that never reach a submission (a CSV row without a CRID) as failed.
+    pub fn record_rejected(&self, rejected: Vec<(u64, Error)>) -> Result<()> {
+        let (id, resumed) = (self.0.id.clone(), self.0.resumed);
+        self.0.journal.write_blocking(Box::new(move |c| {
+            let t = now();
+            let sql = if resumed {
+                "INSERT OR REPLACE INTO items (batch_id, item, state, error_kind, error, created_at, \
+                 done_at) VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?5)"
+            } else {
+                "INSERT INTO items (batch_id, item, state, error_kind, error, created_at, done_at) \
+                 VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?5)"
+            };
+            let mut s = c.prepare_cached(sql)?;
+            for (item, e) in &rejected {
+                s.execute(params![id, *item as i64, e.kind().code(), e.to_string(), t])?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// Waits until everything recorded so far is committed.
+    pub async fn flush(&self) -> Result<()> {
+        self.0.journal.write(Box::new(|_| Ok(()))).await
+    }
+}
+
+/// What [`SubmitOptions::journal`](crate::cibmtr::SubmitOptions::journal) takes: a batch, and
+/// optionally the item numbers of the submission's inputs.
+#[derive(Clone, Debug)]
+pub struct JournalPart {
+    batch: JournalBatch,
+    numbers: Option<Arc<[u64]>>,
+}
+
+impl From<JournalBatch> for JournalPart {
+    fn from(batch: JournalBatch) -> Self {
+        JournalPart {
+            batch,
+            numbers: None,
+        }
+    }
+}
+
+/// An input item as the submission sees it before anything is sent.
+pub(crate) struct NewItem<'a> {
+    pub submission_id: Option<&'a str>,
+    /// The lab as it will be sent.
+    pub lab: Option<&'a LabResult>,
+    pub error: Option<&'a Error>,
+}
+
+/// A row to insert: item number, submission id, lab JSON, and (kind, message) of a failed check.
+type NewRow = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<(String, String)>,
+);
+
+/// What the journal already knew of an item of a resumed batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Prior {
+    pub state: JournalState,
+    pub server_id: Option<String>,
+}
+
+/// One submission's view of its batch: item numbers resolved.
+pub(crate) struct Recorder {
+    batch: JournalBatch,
+    numbers: Arc<[u64]>,
+}
+
+impl JournalPart {
+    pub fn batch(&self) -> &JournalBatch {
+        &self.batch
+    }
+
+    /// Records the submission's items (`pending`, or `failed` with the error of a check), or, in a
+    /// resumed batch, checks they are the items recorded and returns what the journal knew.
+    pub(crate) async fn begin(
+        &self,
+        crid: i64,
+        items: &[NewItem<'_>],
+    ) -> Result<(Recorder, Vec<Option<Prior>>)> {
+        let numbers: Arc<[u64]> = match &self.numbers {
+            Some(n) if n.len() == items.len() => n.clone(),
+            Some(n) => {
+                return Err(Error::validation(
+                    "journal",
+                    format!(
+                        "the part has {} item numbers for {} items",
+                        n.len(),
+                        items.len()
+                    ),
+                ));
+            }
+            None => {
+                let first = self
+                    .batch
+                    .0
+                    .next
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                (first..first + items.len() as u64).collect()
+            }
+        };
+        let journal = &self.batch.0.journal;
+        let id = self.batch.0.id.clone();
+        let mut prior: Vec<Option<Prior>> = vec![None; items.len()];
+        if self.batch.0.resumed {
+            let recorded: HashMap<u64, (Option<i64>, Option<String>, Prior)> = journal.read(|c| {
+                let mut s = c.prepare(
+                    "SELECT item, crid, submission_id, state, server_id FROM items WHERE batch_id = ?1",
+                )?;
+                s.query_map([&id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        (
+                            r.get(1)?,
+                            r.get(2)?,
+                            Prior {
+                                state: JournalState::parse(&r.get::<_, String>(3)?),
+                                server_id: r.get(4)?,
+                            },
+                        ),
+                    ))
+                })?
+                .collect()
+            })?;
+            for (k, (n, item)) in numbers.iter().zip(items).enumerate() {
+                let Some((rec_crid, rec_sid, p)) = recorded.get(n) else {
+                    continue;
+                };
+                let same = rec_sid.as_deref() == item.submission_id
+                    && (rec_crid.is_none() || *rec_crid == Some(crid));
+                if !same {
+                    return Err(Error::validation(
+                        "resume",
+                        format!(
+                            "item {n} is not the item batch {id} recorded (the input changed): \
+                             start a new batch instead"
+                        ),
+                    ));
+                }
+                prior[k] = Some(p.clone());
+            }
+        }
+        // New rows for the items the journal does not have yet.
+        let rows: Vec<NewRow> = numbers
+            .iter()
+            .zip(items)
+            .zip(&prior)
+            .filter(|(_, p)| p.is_none())
+            .map(|((n, item), _)| {
+                (
+                    *n,
+                    item.submission_id.map(str::to_owned),
+                    item.lab.map(lab_json),
+                    item.error
+                        .map(|e| (e.kind().code().to_owned(), e.to_string())),
+                )
+            })
+            .collect();
+        let batch_id = id.clone();
+        journal
+            .write(Box::new(move |c| {
+                let t = now();
+                let mut s = c.prepare_cached(
+                    "INSERT INTO items (batch_id, item, crid, submission_id, state, error_kind, \
+                     error, lab, created_at, done_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for (n, sid, lab, err) in &rows {
+                    let (state, done) = match err {
+                        Some(_) => ("failed", Some(&t)),
+                        None => ("pending", None),
+                    };
+                    s.execute(params![
+                        batch_id,
+                        *n as i64,
+                        crid,
+                        sid,
+                        state,
+                        err.as_ref().map(|e| &e.0),
+                        err.as_ref().map(|e| &e.1),
+                        lab,
+                        t,
+                        done
+                    ])?;
+                }
+                c.execute(
+                    "UPDATE batches SET updated_at = ?2 WHERE id = ?1",
+                    params![batch_id, t],
+                )?;
+                Ok(())
+            }))
+            .await
+            .map_err(|e| match e {
+                Error::Config { message } if message.contains("UNIQUE") => Error::validation(
+                    "journal",
+                    "an item number is used twice in the batch",
+                ),
+                other => other,
+            })?;
+        Ok((
+            Recorder {
+                batch: self.batch.clone(),
+                numbers,
+            },
+            prior,
+        ))
+    }
+}
+
+impl Recorder {
+    pub(crate) fn batch_id(&self) -> &str {
+        &self.batch.0.id
+    }
+
+    /// Marks items (by input index) as being sent, and waits until that is committed: after a
+    /// crash they are in doubt, never silently "not sent".
+    pub(crate) async fn sending(&self, indices: &[usize]) -> Result<()> {
+        self.sending_soon(indices).await
+    }
+
+    /// [`sending`](Self::sending), queued at once; the future resolves at the commit.
+    fn sending_soon(&self, indices: &[usize]) -> impl Future<Output = Result<()>> + Send + 'static {
+        let numbers: Vec<u64> = indices.iter().map(|&i| self.numbers[i]).collect();
+        let id = self.batch.0.id.clone();
+        self.batch.0.journal.write_soon(Box::new(move |c| {
+            let t = now();
+            let contiguous = numbers.windows(2).all(|w| w[1] == w[0] + 1);
+            if let (true, Some(first), Some(last)) = (contiguous, numbers.first(), numbers.last()) {
+                // One statement for a run of item numbers (the usual case).
+                c.prepare_cached(
+                    "UPDATE items SET state = 'sending', sent_at = ?4, attempts = attempts + 1, \
+                     error_kind = NULL, error = NULL WHERE batch_id = ?1 AND item BETWEEN ?2 AND ?3",
+                )?
+                .execute(params![id, *first as i64, *last as i64, t])?;
+                return Ok(());
+            }
+            let mut s = c.prepare_cached(
+                "UPDATE items SET state = 'sending', sent_at = ?3, attempts = attempts + 1, \
+                 error_kind = NULL, error = NULL WHERE batch_id = ?1 AND item = ?2",
+            )?;
+            for n in &numbers {
+                s.execute(params![id, *n as i64, t])?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// Marks for items sent one by one in the order `order` (input indices), a window of
+    /// `window` items at a time: one commit covers the next `window` items, and the next window
+    /// is marked in the background once half of the current one has gone, so requests do not
+    /// wait for the journal. After a crash, marked items that had not left yet are in doubt like
+    /// those that had: the next run looks them up on the server.
+    pub(crate) fn marks(&self, order: Vec<usize>, window: usize) -> SendingMarks<'_> {
+        SendingMarks {
+            recorder: self,
+            order,
+            window: window.max(1),
+            state: Mutex::new(MarkState {
+                end: 0,
+                ahead: None,
+            }),
+        }
+    }
+
+    /// Records the outcome of the item at input index `index` (queued; ordered after its
+    /// `sending` mark).
+    pub(crate) fn outcome(
+        &self,
+        index: usize,
+        status: ItemStatus,
+        server_id: Option<&str>,
+        error: Option<&Error>,
+    ) {
+        let n = self.numbers[index];
+        let id = self.batch.0.id.clone();
+        let state = JournalState::from(status).as_str();
+        let server_id = server_id.map(str::to_owned);
+        let error = error.map(|e| (e.kind().code().to_owned(), e.to_string()));
+        self.batch.0.journal.write_later(Box::new(move |c| {
+            c.prepare_cached(
+                "UPDATE items SET state = ?3, server_id = ?4, error_kind = ?5, error = ?6, \
+                 done_at = ?7 WHERE batch_id = ?1 AND item = ?2",
+            )?
+            .execute(params![
+                id,
+                n as i64,
+                state,
+                server_id,
+                error.as_ref().map(|e| &e.0),
+                error.as_ref().map(|e| &e.1),
+                now()
+            ])
+            .map(drop)
+        }));
+    }
+
+    /// Waits for every outcome to be committed and stamps the batch.
+    pub(crate) async fn finish(&self) -> Result<()> {
+        let id = self.batch.0.id.clone();
+        self.batch
+            .0
+            .journal
+            .write(Box::new(move |c| {
+                c.execute(
+                    "UPDATE batches SET updated_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )
+                .map(drop)
+            }))
+            .await
+    }
+}
+
+/// See [`Recorder::marks`].
+pub(crate) struct SendingMarks<'a> {
+    recorder: &'a Recorder,
+    order: Vec<usize>,
+    window: usize,
+    state: Mutex<MarkState>,
+}
+
+type Commit = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<()>>>;
+
+struct MarkState {
+    /// Positions (in `order`) below this are marked, committed.
+    end: usize,
+    /// The window being marked: where it ends, and its commit.
+    ahead: Option<(usize, Commit)>,
+}
+
+impl SendingMarks<'_> {
+    /// Starts marking the window after `state.end`, unless it is under way.
+    fn mark_ahead(&self, state: &mut MarkState) -> (usize, Commit) {
+        use futures_util::FutureExt;
+        if let Some(a) = &state.ahead {
+            return a.clone();
+        }
+        let to = (state.end + self.window).min(self.order.len());
+        let commit = self
+            .recorder
+            .sending_soon(&self.order[state.end..to])
+            .boxed()
+            .shared();
+        state.ahead = Some((to, commit.clone()));
+        (to, commit)
+    }
+
+    /// Returns once the item at `position` (in sending order) is marked as sending, committed.
+    pub(crate) async fn ready(&self, position: usize) -> Result<()> {
+        loop {
+            let (to, commit) = {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if position < st.end {
+                    if st.end < self.order.len() && position + self.window / 2 >= st.end {
+                        // Queued now; awaited by whoever reaches that window.
+                        let _ = self.mark_ahead(&mut st);
+                    }
+                    return Ok(());
+                }
+                self.mark_ahead(&mut st)
+            };
+            commit.await?;
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.end < to {
+                st.end = to;
+                st.ahead = None;
+            }
+        }
+    }
+}
+
+/// The lab as JSON for the journal: the fields that say what was measured.
+fn lab_json(lab: &LabResult) -> String {
+    json!({
+        "loinc": lab.loinc,
+        "value": lab.value,
+        "unit": lab.unit,
+        "effective": lab.effective,
+        "comparator": lab.comparator,
+        "reference_low": lab.reference_low,
+        "reference_high": lab.reference_high,
+        "status": lab.status,
+        "display": lab.display,
+    })
+    .to_string()
+}
