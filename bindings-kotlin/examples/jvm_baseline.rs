@@ -3,6 +3,9 @@
 //! serves the sandbox (as the binding's runtime does for the JVM). Prints one JSON object per
 //! measurement: wall time and the process's CPU time, per operation.
 //!
+//! Besides the core's cached `token()`, it measures the binding's `token_blocking()` called from a
+//! thread outside any runtime, as the JVM calls it: the binding's own cost without the JVM.
+//!
 //! `cargo run --release -p cibmtr-fhir-kotlin --example jvm_baseline` (`CIBMTR_BENCH_QUICK=1`
 //! for a small run; `CIBMTR_BENCH_TOKEN_CALLS`, `CIBMTR_BENCH_LABS`, `CIBMTR_BENCH_TASK_LABS`
 //! override the counts).
@@ -37,6 +40,27 @@ fn cpu_ns() -> f64 {
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks * 1e7
+}
+
+/// Runs `rounds` rounds of `calls` calls (`round(calls)` makes them) and prints the median wall time per call over the
+/// rounds, the fastest and slowest round, and the process's CPU time per call (as Bench.kt does).
+fn rounds(name: &str, rounds: usize, calls: usize, mut round: impl FnMut(usize)) {
+    let mut wall = Vec::with_capacity(rounds);
+    let cpu0 = cpu_ns();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        round(calls);
+        wall.push(start.elapsed().as_nanos() as f64 / calls as f64);
+    }
+    let cpu = (cpu_ns() - cpu0) / (rounds * calls) as f64;
+    wall.sort_by(f64::total_cmp);
+    println!(
+        "{{\"side\":\"rust\",\"op\":\"{name}\",\"ops\":{},\"unit\":\"ns\",\"wall\":{:.0},\"wall_min\":{:.0},\"wall_max\":{:.0},\"cpu\":{cpu:.0}}}",
+        rounds * calls,
+        wall[rounds / 2],
+        wall[0],
+        wall[rounds - 1],
+    );
 }
 
 async fn measure<F: Future<Output = ()>>(name: &str, ops: usize, unit: &str, f: F) {
@@ -78,6 +102,22 @@ async fn fresh() -> (Sandbox, PasswordGrant, CibmtrClient) {
     (sb, auth, client)
 }
 
+/// The sandbox's Okta user through the binding (what the JVM gets).
+fn binding_grant(sb: &Sandbox) -> Arc<cibmtr_fhir_uniffi::PasswordGrant> {
+    let o = &sb.credentials.okta;
+    cibmtr_fhir_uniffi::PasswordGrant::new(
+        o.token_url.clone(),
+        o.client_id.clone(),
+        o.client_secret.as_str().to_owned(),
+        o.username.clone(),
+        o.password.as_str().to_owned(),
+        Some(o.scope.clone()),
+        None,
+        None,
+    )
+    .expect("binding")
+}
+
 fn main() {
     let quick = std::env::var_os("CIBMTR_BENCH_QUICK").is_some();
     let env = |name: &str, default: usize| {
@@ -88,8 +128,9 @@ fn main() {
     };
     let token_calls = env(
         "CIBMTR_BENCH_TOKEN_CALLS",
-        if quick { 20_000 } else { 1_000_000 },
+        if quick { 10_000 } else { 1_050_000 },
     );
+    let token_rounds = if quick { 5 } else { 21 };
     let single_labs = if quick { 100 } else { 2_000 };
     let bulk = env("CIBMTR_BENCH_LABS", if quick { 500 } else { 10_000 });
     let per_lab = env("CIBMTR_BENCH_TASK_LABS", if quick { 500 } else { 2_000 });
@@ -97,22 +138,42 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let (_sb, auth, client) = fresh().await;
-        for _ in 0..token_calls.min(50_000) {
-            auth.token().await.expect("token");
-        }
-        measure("token", token_calls, "ns", async {
-            for _ in 0..token_calls {
+    let (sb, auth, client) = rt.block_on(fresh());
+    let per_round = token_calls / token_rounds;
+    // The core: each round inside the runtime (one block_on per round, not per call).
+    let core_token = |calls| {
+        rt.block_on(async {
+            for _ in 0..calls {
                 std::hint::black_box(auth.token().await.expect("token"));
             }
         })
-        .await;
+    };
+    rounds("warmup_token", 1, per_round, core_token);
+    rounds("token", token_rounds, per_round, core_token);
+    let binding = binding_grant(&sb);
+    let binding_token = |calls| {
+        for _ in 0..calls {
+            std::hint::black_box(binding.token_blocking().expect("token"));
+        }
+    };
+    rounds("warmup_token_binding_blocking", 1, per_round, binding_token);
+    rounds(
+        "token_binding_blocking",
+        token_rounds,
+        per_round,
+        binding_token,
+    );
 
+    drop((sb, auth, client));
+
+    // One lab at a time, on a fresh sandbox holding 300 warm-up labs (as Bench.kt): the core,
+    // then the binding's submit_lab_result_blocking from this thread, as the JVM calls it.
+    rt.block_on(async {
+        let (_sb, _auth, client) = fresh().await;
         let jane = Demographics::new("Jane", "Doe", "1970-01-31", "F");
         let crid = client.register_crid(&jane).await.expect("crid");
         client.ensure_patient(crid).await.expect("patient");
-        for lab in labs(50, 9) {
+        for lab in labs(300, 9) {
             client.submit_lab(crid, &lab).await.expect("lab");
         }
         let one = labs(single_labs, 0);
@@ -122,7 +183,71 @@ fn main() {
             }
         })
         .await;
+    });
+    {
+        let (sb, _auth, _client) = rt.block_on(fresh());
+        let auth: Arc<dyn cibmtr_fhir_uniffi::Auth> = binding_grant(&sb);
+        let client = cibmtr_fhir_uniffi::CibmtrClient::new(
+            "12345".into(),
+            auth,
+            "test".into(),
+            Some(sb.urls.cibmtr_base.clone()),
+            None,
+            "cibmtr".into(),
+            "STU3".into(),
+            false,
+            false,
+            None,
+        )
+        .expect("binding client");
+        let crid = client
+            .register_crid_blocking(
+                "Jane".into(),
+                "Doe".into(),
+                "1970-01-31".into(),
+                "F".into(),
+                None,
+                vec![],
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            .expect("crid");
+        client.ensure_patient_blocking(crid).expect("patient");
+        let lab = |l: LabResult| cibmtr_fhir_uniffi::LabResult {
+            loinc: l.loinc,
+            value: l.value,
+            unit: l.unit,
+            effective: l.effective,
+            comparator: None,
+            reference_low: None,
+            reference_high: None,
+            status: None,
+            display: None,
+        };
+        for l in labs(300, 9) {
+            client
+                .submit_lab_result_blocking(crid, lab(l))
+                .expect("lab");
+        }
+        let one: Vec<_> = labs(single_labs, 0).into_iter().map(lab).collect();
+        let (cpu0, wall0) = (cpu_ns(), Instant::now());
+        for l in one {
+            client.submit_lab_result_blocking(crid, l).expect("lab");
+        }
+        let per = single_labs as f64 * 1e3;
+        println!(
+            "{{\"side\":\"rust\",\"op\":\"submit_lab_binding_blocking\",\"ops\":{single_labs},\"unit\":\"us\",\"wall\":{:.2},\"cpu\":{:.2}}}",
+            wall0.elapsed().as_nanos() as f64 / per,
+            (cpu_ns() - cpu0) / per,
+        );
+    }
 
+    rt.block_on(async {
         for concurrency in [8usize, 32] {
             let (_sb, _auth, client) = fresh().await;
             let batch = Demographics::new("Batch", "Rust", "1970-01-31", "F");

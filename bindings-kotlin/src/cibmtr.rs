@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::auth::Auth;
 use crate::error::{CibmtrFhirError, Result};
 use crate::fhir::FhirClient;
+use crate::http::HttpOptions;
 use crate::runtime::{block, run};
 
 /// A client of CIBMTR's Direct FHIR Service API for one transplant centre (CCN).
@@ -227,7 +228,8 @@ impl CibmtrClient {
     /// `environment`: `test` or `production` (picks the API base unless `baseUrl` is given);
     /// `fhirPath`: the FHIR root below the base (e.g. `r3`); `uriFamily`: `cibmtr` or
     /// `terminology`; `fhirVersion`: `STU3` or `R4`; `strict`: refuse codes outside the form 2402
-    /// catalog; `convertUnits`: convert to the preferred unit (exactly, with a warning).
+    /// catalog; `convertUnits`: convert to the preferred unit (exactly, with a warning); `http`:
+    /// timeouts, proxy, CAs and retry bounds of its requests (the token requests follow `auth`'s).
     #[uniffi::constructor(default(
         environment = "test",
         base_url = None,
@@ -235,7 +237,8 @@ impl CibmtrClient {
         uri_family = "cibmtr",
         fhir_version = "STU3",
         strict = false,
-        convert_units = false
+        convert_units = false,
+        http = None
     ))]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -248,6 +251,7 @@ impl CibmtrClient {
         fhir_version: String,
         strict: bool,
         convert_units: bool,
+        http: Option<HttpOptions>,
     ) -> Result<Arc<Self>> {
         let mut b = core::CibmtrClient::builder(ccn, &auth.token_provider().0)
             .environment(environment.parse()?)
@@ -262,6 +266,9 @@ impl CibmtrClient {
         }
         if let Some(p) = fhir_path {
             b = b.fhir_path(p);
+        }
+        if let Some(h) = crate::http::client(http)? {
+            b = b.http_client(h);
         }
         Ok(Arc::new(CibmtrClient(b.build()?)))
     }
@@ -488,6 +495,7 @@ impl CibmtrClient {
                     })
                 })
             }),
+            ..core::SubmitOptions::default()
         };
         run(async move { c.submit_labs(crid, labs, &options).await.map(report) }).await
     }

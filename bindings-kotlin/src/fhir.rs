@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::auth::Auth;
 use crate::error::{Result, parse_json};
+use crate::http::HttpOptions;
 use crate::runtime::{block, run};
 
 /// A FHIR server (STU3 or R4 JSON): read, search with paging, create, conditional create,
@@ -42,18 +43,23 @@ fn pairs(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
 
 #[uniffi::export]
 impl FhirClient {
-    /// `fhirVersion`: `R4` or `STU3`.
-    #[uniffi::constructor(default(auth = None, fhir_version = "R4", default_params))]
+    /// `fhirVersion`: `R4` or `STU3`; `http`: timeouts, proxy, CAs, the hosts allowed plain http
+    /// and retry bounds of its requests.
+    #[uniffi::constructor(default(auth = None, fhir_version = "R4", http = None, default_params))]
     pub fn new(
         base_url: String,
         auth: Option<Arc<dyn Auth>>,
         fhir_version: String,
         default_params: HashMap<String, String>,
+        http: Option<HttpOptions>,
     ) -> Result<Arc<Self>> {
         let mut b =
             cibmtr_fhir::fhir::FhirClient::builder(base_url).fhir_version(fhir_version.parse()?);
         if let Some(a) = auth {
             b = b.auth(&a.token_provider().0);
+        }
+        if let Some(h) = crate::http::client(http)? {
+            b = b.http_client(h);
         }
         let mut params: Vec<_> = default_params.into_iter().collect();
         params.sort_unstable();

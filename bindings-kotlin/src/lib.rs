@@ -8,6 +8,7 @@ mod auth;
 mod cibmtr;
 mod error;
 mod fhir;
+mod http;
 mod runtime;
 mod sandbox;
 mod secret;
@@ -22,4 +23,5 @@ pub use cibmtr::{
 };
 pub use error::CibmtrFhirError;
 pub use fhir::{CreateOutcome, FhirClient};
+pub use http::{HttpOptions, JavaDuration};
 pub use sandbox::{Fault, Sandbox, SandboxOptions};

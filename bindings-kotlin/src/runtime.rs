@@ -6,7 +6,9 @@
 //! onto this runtime and awaits the `JoinHandle`. So a cached token comes back without a thread
 //! hop, and everything that waits on the network runs on the runtime's workers: a thousand
 //! coroutines waiting on the SDK are a thousand tokio tasks, not a queue behind one helper
-//! thread. Cancelling the coroutine drops the handle, which aborts the task.
+//! thread. Cancelling the coroutine drops the handle, which aborts the task. `block` likewise
+//! polls once before it parks the thread in `block_on`, so a blocking call answered at once (a
+//! fresh cached token, a refused argument) never enters the runtime's blocking machinery.
 use std::future::Future;
 use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
@@ -64,6 +66,10 @@ pub(crate) fn block<T>(
         return Err(CibmtrFhirError::config(
             "a …Blocking function was called from inside an SDK callback; use the suspend function",
         ));
+    }
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(result) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return result;
     }
     RUNTIME.block_on(fut)
 }

@@ -287,6 +287,7 @@ impl Sandbox {
             o.password.expose().to_owned(),
             Some(o.scope.clone()),
             None,
+            None,
         )?;
         CibmtrClient::new(
             "12345".into(),
@@ -298,6 +299,7 @@ impl Sandbox {
             "STU3".into(),
             false,
             false,
+            None,
         )
     }
 

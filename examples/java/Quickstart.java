@@ -10,6 +10,7 @@
 import io.cibmtrfhir.CibmtrClient;
 import io.cibmtrfhir.CibmtrFhirException;
 import io.cibmtrfhir.CibmtrFhirKt;
+import io.cibmtrfhir.HttpOptions;
 import io.cibmtrfhir.LabResult;
 import io.cibmtrfhir.LabSubmission;
 import io.cibmtrfhir.OktaCredentials;
@@ -17,6 +18,7 @@ import io.cibmtrfhir.PasswordGrant;
 import io.cibmtrfhir.Sandbox;
 import io.cibmtrfhir.SandboxOptions;
 import io.cibmtrfhir.SubmissionReport;
+import java.time.Duration;
 import java.util.List;
 
 public class Quickstart {
@@ -24,12 +26,17 @@ public class Quickstart {
         try (Sandbox sandbox = new Sandbox(new SandboxOptions())) {
             OktaCredentials okta = sandbox.credentials().getOkta();
 
+            // HTTP settings (timeouts, proxy, extra CAs, retry bounds); null everywhere keeps the
+            // defaults, and so does passing null instead of an HttpOptions.
+            HttpOptions http = new HttpOptions(Duration.ofSeconds(20), Duration.ofSeconds(5),
+                    null, null, null, List.of(), List.of(), null, null);
+
             // Your Okta service account; the token is cached and refreshed ahead of expiry.
             try (PasswordGrant auth = new PasswordGrant(okta.getTokenUrl(), okta.getClientId(),
                     okta.getClientSecret().expose(), okta.getUsername(), okta.getPassword().expose(),
-                    okta.getScope(), null);
+                    okta.getScope(), null, http);
                  CibmtrClient client = new CibmtrClient("12345", auth, "test",
-                    sandbox.urls().getCibmtrBase(), null, "cibmtr", "STU3", false, false)) {
+                    sandbox.urls().getCibmtrBase(), null, "cibmtr", "STU3", false, false, http)) {
 
                 long crid = client.registerCridBlocking("Jane", "Doe", "1970-01-31", "F",
                         null, List.of(), null, null, null, null, null, null, null);

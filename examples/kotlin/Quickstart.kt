@@ -4,10 +4,12 @@ package examples
 
 import io.cibmtrfhir.CibmtrClient
 import io.cibmtrfhir.CibmtrFhirException
+import io.cibmtrfhir.HttpOptions
 import io.cibmtrfhir.LabResult
 import io.cibmtrfhir.PasswordGrant
 import io.cibmtrfhir.ProgressListener
 import io.cibmtrfhir.Sandbox
+import java.time.Duration
 import kotlinx.coroutines.runBlocking
 
 fun main() = runBlocking {
@@ -18,7 +20,9 @@ fun main() = runBlocking {
             okta.tokenUrl, okta.clientId, okta.clientSecret.expose(),
             okta.username, okta.password.expose(), scope = okta.scope,
         )
-        val client = CibmtrClient("12345", auth, baseUrl = sandbox.urls().cibmtrBase)
+        // HTTP settings are optional everywhere (timeouts, proxy, extra CAs, retry bounds).
+        val http = HttpOptions(timeout = Duration.ofSeconds(20), requestRetries = 2)
+        val client = CibmtrClient("12345", auth, baseUrl = sandbox.urls().cibmtrBase, http = http)
 
         val crid = client.registerCrid("Jane", "Doe", "1970-01-31", "F", race = listOf("2106-3"))
         println("CRID $crid")

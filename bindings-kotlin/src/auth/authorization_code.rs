@@ -6,6 +6,7 @@ use cibmtr_fhir::Secret;
 use cibmtr_fhir::http::HttpClient;
 
 use crate::error::Result;
+use crate::http::HttpOptions;
 use crate::runtime::{block, run};
 
 /// SMART App Launch for one user session: `authorizationUrl()` → the user's browser →
@@ -26,14 +27,16 @@ pub struct RegisteredClient {
 
 #[uniffi::export]
 impl AuthorizationCode {
-    /// `session`: a name under which processes sharing the `tokenStore` file resume the session.
+    /// `session`: a name under which processes sharing the `tokenStore` file resume the session;
+    /// `http`: timeouts, proxy, CAs and retry bounds of its discovery and token requests.
     #[uniffi::constructor(default(
         client_secret = None,
         fhir_base = None,
         authorize_url = None,
         token_url = None,
         token_store = None,
-        session = None
+        session = None,
+        http = None
     ))]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -46,9 +49,10 @@ impl AuthorizationCode {
         token_url: Option<String>,
         token_store: Option<String>,
         session: Option<String>,
+        http: Option<HttpOptions>,
     ) -> Result<Arc<Self>> {
         let mut b = cibmtr_fhir::auth::AuthorizationCode::builder(client_id, redirect_uri, scope)
-            .token_store(super::token_store(token_store));
+            .token_store(super::token_store(token_store)?);
         if let Some(s) = client_secret {
             b = b.client_secret(s);
         }
@@ -63,6 +67,9 @@ impl AuthorizationCode {
         }
         if let Some(n) = session {
             b = b.session(n);
+        }
+        if let Some(h) = crate::http::client(http)? {
+            b = b.http(h);
         }
         Ok(Arc::new(AuthorizationCode(b.build()?)))
     }
@@ -110,17 +117,20 @@ impl AuthorizationCode {
 
 super::token_flow!(AuthorizationCode);
 
-/// Registers a confidential client (RFC 7591, `client_secret_basic`).
-#[uniffi::export]
+/// Registers a confidential client (RFC 7591, `client_secret_basic`); `http`: timeouts, proxy,
+/// CAs and retry bounds of the request.
+#[uniffi::export(default(http = None))]
 pub async fn register_client(
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    http: Option<HttpOptions>,
 ) -> Result<RegisteredClient> {
+    let http = crate::http::client(http)?.unwrap_or_else(HttpClient::shared);
     run(async move {
         let c = cibmtr_fhir::auth::register_client(
-            &HttpClient::shared(),
+            &http,
             &registration_url,
             &client_name,
             &redirect_uris,
@@ -136,32 +146,36 @@ pub async fn register_client(
 }
 
 /// `registerClient()`, blocking the calling thread (for Java).
-#[uniffi::export]
+#[uniffi::export(default(http = None))]
 pub fn register_client_blocking(
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    http: Option<HttpOptions>,
 ) -> Result<RegisteredClient> {
     block(register_client(
         registration_url,
         client_name,
         redirect_uris,
         scope,
+        http,
     ))
 }
 
 /// Registers a public client (`token_endpoint_auth_method: none`; PKCE protects the code).
-#[uniffi::export]
+#[uniffi::export(default(http = None))]
 pub async fn register_public_client(
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    http: Option<HttpOptions>,
 ) -> Result<RegisteredClient> {
+    let http = crate::http::client(http)?.unwrap_or_else(HttpClient::shared);
     run(async move {
         let c = cibmtr_fhir::auth::register_public_client(
-            &HttpClient::shared(),
+            &http,
             &registration_url,
             &client_name,
             &redirect_uris,
@@ -177,17 +191,19 @@ pub async fn register_public_client(
 }
 
 /// `registerPublicClient()`, blocking the calling thread (for Java).
-#[uniffi::export]
+#[uniffi::export(default(http = None))]
 pub fn register_public_client_blocking(
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
+    http: Option<HttpOptions>,
 ) -> Result<RegisteredClient> {
     block(register_public_client(
         registration_url,
         client_name,
         redirect_uris,
         scope,
+        http,
     ))
 }

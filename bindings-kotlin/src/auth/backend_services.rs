@@ -2,6 +2,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::http::HttpOptions;
 
 /// SMART Backend Services: a freshly signed JWT client assertion per token request. Give the
 /// `tokenUrl`, or the `fhirBase` to discover it.
@@ -12,14 +13,16 @@ pub struct BackendServices(pub(crate) cibmtr_fhir::auth::BackendServices);
 #[uniffi::export]
 impl BackendServices {
     /// `privateKey`: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK. `keyId` defaults to the key's
-    /// RFC 7638 thumbprint; `algorithm`: `RS384`, `ES384` or `RS256`.
+    /// RFC 7638 thumbprint; `algorithm`: `RS384`, `ES384` or `RS256`; `http`: timeouts, proxy,
+    /// CAs and retry bounds of its discovery and token requests.
     #[uniffi::constructor(default(
         token_url = None,
         fhir_base = None,
         key_id = None,
         algorithm = "RS384",
         scope = "system/*.read",
-        token_store = None
+        token_store = None,
+        http = None
     ))]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -31,11 +34,12 @@ impl BackendServices {
         algorithm: String,
         scope: String,
         token_store: Option<String>,
+        http: Option<HttpOptions>,
     ) -> Result<Arc<Self>> {
         let mut b = cibmtr_fhir::auth::BackendServices::builder(client_id, private_key)
             .algorithm(algorithm.parse()?)
             .scope(scope)
-            .token_store(super::token_store(token_store));
+            .token_store(super::token_store(token_store)?);
         if let Some(u) = token_url {
             b = b.token_url(u);
         }
@@ -44,6 +48,9 @@ impl BackendServices {
         }
         if let Some(k) = key_id {
             b = b.key_id(k);
+        }
+        if let Some(h) = crate::http::client(http)? {
+            b = b.http(h);
         }
         Ok(Arc::new(BackendServices(b.build()?)))
     }

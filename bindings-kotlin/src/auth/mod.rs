@@ -124,15 +124,20 @@ macro_rules! token_flow {
 }
 pub(crate) use token_flow;
 
-/// The access token of `provider`, obtained on the binding's runtime.
+/// The access token of `provider`: a fresh cached one at once, else obtained on the binding's
+/// runtime.
 pub(crate) async fn token(provider: cibmtr_fhir::auth::TokenProvider) -> Result<String> {
+    if let Some(fresh) = provider.fresh_token() {
+        return Ok(fresh.secret().to_owned());
+    }
     run(async move { Ok(provider.token().await?.secret().to_owned()) }).await
 }
 
-/// `None` (memory) or a file path shared by processes.
-pub(crate) fn token_store(path: Option<String>) -> cibmtr_fhir::auth::TokenStore {
-    match path.filter(|p| !p.trim().is_empty()) {
-        Some(p) => cibmtr_fhir::auth::TokenStore::file(p),
-        None => cibmtr_fhir::auth::TokenStore::Memory,
+/// `None` (memory), a file path shared by processes, or a `redis://` URL shared by hosts (see
+/// the core's `TokenStore::parse`).
+pub(crate) fn token_store(location: Option<String>) -> Result<cibmtr_fhir::auth::TokenStore> {
+    match location.filter(|p| !p.trim().is_empty()) {
+        Some(p) => Ok(cibmtr_fhir::auth::TokenStore::parse(&p)?),
+        None => Ok(cibmtr_fhir::auth::TokenStore::Memory),
     }
 }

@@ -274,11 +274,26 @@ interface UniffiRustCallStatusErrorHandler<E> {
 // synchronize itself
 
 // Call a rust function that returns a Result<>.  Pass in the Error class companion that corresponds to the Err
+// Edited by bindings-kotlin/uniffi-bindgen: each thread keeps one idle call status (JNA makes
+// every Structure with its own native allocation). A call made while the thread's status is in
+// use (from a callback inside another call) makes its own.
+private val uniffiIdleCallStatus = ThreadLocal<UniffiRustCallStatus?>()
+
 private inline fun <U, E: kotlin.Exception> uniffiRustCallWithError(errorHandler: UniffiRustCallStatusErrorHandler<E>, callback: (UniffiRustCallStatus) -> U): U {
-    var status = UniffiRustCallStatus()
-    val return_value = callback(status)
-    uniffiCheckCallStatus(errorHandler, status)
-    return return_value
+    val status = uniffiIdleCallStatus.get() ?: UniffiRustCallStatus()
+    uniffiIdleCallStatus.set(null)
+    try {
+        val return_value = callback(status)
+        uniffiCheckCallStatus(errorHandler, status)
+        return return_value
+    } finally {
+        // As a new status starts: success, no error buffer (its contents were lifted and freed).
+        status.code = UNIFFI_CALL_SUCCESS
+        status.error_buf.capacity = 0
+        status.error_buf.len = 0
+        status.error_buf.data = null
+        uniffiIdleCallStatus.set(status)
+    }
 }
 
 // Check UniffiRustCallStatus and throw an error if the call wasn't successful
@@ -966,7 +981,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_free_authorizationcode(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_authorizationcode_new(`clientId`: RustBuffer.ByValue,`redirectUri`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`clientSecret`: RustBuffer.ByValue,`fhirBase`: RustBuffer.ByValue,`authorizeUrl`: RustBuffer.ByValue,`tokenUrl`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,`session`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_authorizationcode_new(`clientId`: RustBuffer.ByValue,`redirectUri`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`clientSecret`: RustBuffer.ByValue,`fhirBase`: RustBuffer.ByValue,`authorizeUrl`: RustBuffer.ByValue,`tokenUrl`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,`session`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_authorizationcode_authorization_url(`ptr`: Long,
     ): Long
@@ -996,7 +1011,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_free_backendservices(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_backendservices_new(`clientId`: RustBuffer.ByValue,`privateKey`: RustBuffer.ByValue,`tokenUrl`: RustBuffer.ByValue,`fhirBase`: RustBuffer.ByValue,`keyId`: RustBuffer.ByValue,`algorithm`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_backendservices_new(`clientId`: RustBuffer.ByValue,`privateKey`: RustBuffer.ByValue,`tokenUrl`: RustBuffer.ByValue,`fhirBase`: RustBuffer.ByValue,`keyId`: RustBuffer.ByValue,`algorithm`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_backendservices_algorithm(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1020,7 +1035,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_free_clientcredentials(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_clientcredentials_new(`tokenUrl`: RustBuffer.ByValue,`clientId`: RustBuffer.ByValue,`clientSecret`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`authMethod`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_clientcredentials_new(`tokenUrl`: RustBuffer.ByValue,`clientId`: RustBuffer.ByValue,`clientSecret`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`authMethod`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_clientcredentials_invalidate(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1038,7 +1053,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_free_passwordgrant(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_passwordgrant_new(`tokenUrl`: RustBuffer.ByValue,`clientId`: RustBuffer.ByValue,`clientSecret`: RustBuffer.ByValue,`username`: RustBuffer.ByValue,`password`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_passwordgrant_new(`tokenUrl`: RustBuffer.ByValue,`clientId`: RustBuffer.ByValue,`clientSecret`: RustBuffer.ByValue,`username`: RustBuffer.ByValue,`password`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`tokenStore`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_passwordgrant_invalidate(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1056,7 +1071,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_free_cibmtrclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_cibmtrclient_new(`ccn`: RustBuffer.ByValue,`auth`: Long,`environment`: RustBuffer.ByValue,`baseUrl`: RustBuffer.ByValue,`fhirPath`: RustBuffer.ByValue,`uriFamily`: RustBuffer.ByValue,`fhirVersion`: RustBuffer.ByValue,`strict`: Byte,`convertUnits`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_cibmtrclient_new(`ccn`: RustBuffer.ByValue,`auth`: Long,`environment`: RustBuffer.ByValue,`baseUrl`: RustBuffer.ByValue,`fhirPath`: RustBuffer.ByValue,`uriFamily`: RustBuffer.ByValue,`fhirVersion`: RustBuffer.ByValue,`strict`: Byte,`convertUnits`: Byte,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_cibmtrclient_ccn(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1100,7 +1115,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_free_fhirclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_fhirclient_new(`baseUrl`: RustBuffer.ByValue,`auth`: RustBuffer.ByValue,`fhirVersion`: RustBuffer.ByValue,`defaultParams`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_constructor_fhirclient_new(`baseUrl`: RustBuffer.ByValue,`auth`: RustBuffer.ByValue,`fhirVersion`: RustBuffer.ByValue,`defaultParams`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_fhirclient_base_url(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1180,13 +1195,13 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_cibmtrfhirerror_code(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_client(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,
+    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_client(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_client_blocking(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_client_blocking(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_public_client(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,
+    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_public_client(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_public_client_blocking(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_cibmtr_fhir_uniffi_fn_func_register_public_client_blocking(`registrationUrl`: RustBuffer.ByValue,`clientName`: RustBuffer.ByValue,`redirectUris`: RustBuffer.ByValue,`scope`: RustBuffer.ByValue,`http`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_cibmtr_fhir_uniffi_fn_func_generate_key(`algorithm`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1313,16 +1328,16 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_client() and 0xFFFF) != 22132) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_client() and 0xFFFF) != 58152) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_client_blocking() and 0xFFFF) != 6679) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_client_blocking() and 0xFFFF) != 36944) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_public_client() and 0xFFFF) != 21520) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_public_client() and 0xFFFF) != 65211) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_public_client_blocking() and 0xFFFF) != 9951) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_register_public_client_blocking() and 0xFFFF) != 48939) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_generate_key() and 0xFFFF) != 27071) {
@@ -1580,22 +1595,22 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_urls() and 0xFFFF) != 55187) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_authorizationcode_new() and 0xFFFF) != 29139) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_authorizationcode_new() and 0xFFFF) != 57636) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_backendservices_new() and 0xFFFF) != 40505) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_backendservices_new() and 0xFFFF) != 56972) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_clientcredentials_new() and 0xFFFF) != 50462) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_clientcredentials_new() and 0xFFFF) != 59924) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_passwordgrant_new() and 0xFFFF) != 28994) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_passwordgrant_new() and 0xFFFF) != 38767) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_cibmtrclient_new() and 0xFFFF) != 41173) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_cibmtrclient_new() and 0xFFFF) != 32585) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_fhirclient_new() and 0xFFFF) != 32186) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_fhirclient_new() and 0xFFFF) != 57666) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_constructor_sandbox_new() and 0xFFFF) != 59285) {
@@ -1623,6 +1638,14 @@ internal val uniffiContinuationHandleMap = UniffiHandleMap<CancellableContinuati
 
 // FFI type for Rust future continuations
 internal object uniffiRustFutureContinuationCallbackImpl: UniffiRustFutureContinuationCallback {
+    // Edited by bindings-kotlin/uniffi-bindgen: a Rust future completes on a runtime worker, which
+    // JNA would otherwise attach to the JVM and detach again for every continuation.
+    init {
+        com.sun.jna.Native.setCallbackThreadInitializer(
+            this,
+            com.sun.jna.CallbackThreadInitializer(true, false, "cibmtr-fhir"),
+        )
+    }
     override fun callback(data: Long, pollResult: Byte) {
         uniffiContinuationHandleMap.remove(data).resume(pollResult)
     }
@@ -2580,9 +2603,10 @@ open class AuthorizationCode: Disposable, AutoCloseable, AuthorizationCodeInterf
         this.cleanable = null
     }
     /**
-     * `session`: a name under which processes sharing the `tokenStore` file resume the session.
+     * `session`: a name under which processes sharing the `tokenStore` file resume the session;
+     * `http`: timeouts, proxy, CAs and retry bounds of its discovery and token requests.
      */
-    constructor(`clientId`: kotlin.String, `redirectUri`: kotlin.String, `scope`: kotlin.String, `clientSecret`: kotlin.String? = null, `fhirBase`: kotlin.String? = null, `authorizeUrl`: kotlin.String? = null, `tokenUrl`: kotlin.String? = null, `tokenStore`: kotlin.String? = null, `session`: kotlin.String? = null) :
+    constructor(`clientId`: kotlin.String, `redirectUri`: kotlin.String, `scope`: kotlin.String, `clientSecret`: kotlin.String? = null, `fhirBase`: kotlin.String? = null, `authorizeUrl`: kotlin.String? = null, `tokenUrl`: kotlin.String? = null, `tokenStore`: kotlin.String? = null, `session`: kotlin.String? = null, `http`: HttpOptions? = null) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_constructor_authorizationcode_new(
@@ -2596,7 +2620,8 @@ open class AuthorizationCode: Disposable, AutoCloseable, AuthorizationCodeInterf
         FfiConverterOptionalString.lower(`authorizeUrl`),
         FfiConverterOptionalString.lower(`tokenUrl`),
         FfiConverterOptionalString.lower(`tokenStore`),
-        FfiConverterOptionalString.lower(`session`),_status)
+        FfiConverterOptionalString.lower(`session`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
 
@@ -3106,9 +3131,10 @@ open class BackendServices: Disposable, AutoCloseable, BackendServicesInterface
     }
     /**
      * `privateKey`: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK. `keyId` defaults to the key's
-     * RFC 7638 thumbprint; `algorithm`: `RS384`, `ES384` or `RS256`.
+     * RFC 7638 thumbprint; `algorithm`: `RS384`, `ES384` or `RS256`; `http`: timeouts, proxy,
+     * CAs and retry bounds of its discovery and token requests.
      */
-    constructor(`clientId`: kotlin.String, `privateKey`: kotlin.String, `tokenUrl`: kotlin.String? = null, `fhirBase`: kotlin.String? = null, `keyId`: kotlin.String? = null, `algorithm`: kotlin.String = "RS384", `scope`: kotlin.String = "system/*.read", `tokenStore`: kotlin.String? = null) :
+    constructor(`clientId`: kotlin.String, `privateKey`: kotlin.String, `tokenUrl`: kotlin.String? = null, `fhirBase`: kotlin.String? = null, `keyId`: kotlin.String? = null, `algorithm`: kotlin.String = "RS384", `scope`: kotlin.String = "system/*.read", `tokenStore`: kotlin.String? = null, `http`: HttpOptions? = null) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_constructor_backendservices_new(
@@ -3121,7 +3147,8 @@ open class BackendServices: Disposable, AutoCloseable, BackendServicesInterface
         FfiConverterOptionalString.lower(`keyId`),
         FfiConverterString.lower(`algorithm`),
         FfiConverterString.lower(`scope`),
-        FfiConverterOptionalString.lower(`tokenStore`),_status)
+        FfiConverterOptionalString.lower(`tokenStore`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
 
@@ -3592,9 +3619,10 @@ open class CibmtrClient: Disposable, AutoCloseable, CibmtrClientInterface
      * `environment`: `test` or `production` (picks the API base unless `baseUrl` is given);
      * `fhirPath`: the FHIR root below the base (e.g. `r3`); `uriFamily`: `cibmtr` or
      * `terminology`; `fhirVersion`: `STU3` or `R4`; `strict`: refuse codes outside the form 2402
-     * catalog; `convertUnits`: convert to the preferred unit (exactly, with a warning).
+     * catalog; `convertUnits`: convert to the preferred unit (exactly, with a warning); `http`:
+     * timeouts, proxy, CAs and retry bounds of its requests (the token requests follow `auth`'s).
      */
-    constructor(`ccn`: kotlin.String, `auth`: Auth, `environment`: kotlin.String = "test", `baseUrl`: kotlin.String? = null, `fhirPath`: kotlin.String? = null, `uriFamily`: kotlin.String = "cibmtr", `fhirVersion`: kotlin.String = "STU3", `strict`: kotlin.Boolean = false, `convertUnits`: kotlin.Boolean = false) :
+    constructor(`ccn`: kotlin.String, `auth`: Auth, `environment`: kotlin.String = "test", `baseUrl`: kotlin.String? = null, `fhirPath`: kotlin.String? = null, `uriFamily`: kotlin.String = "cibmtr", `fhirVersion`: kotlin.String = "STU3", `strict`: kotlin.Boolean = false, `convertUnits`: kotlin.Boolean = false, `http`: HttpOptions? = null) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_constructor_cibmtrclient_new(
@@ -3608,7 +3636,8 @@ open class CibmtrClient: Disposable, AutoCloseable, CibmtrClientInterface
         FfiConverterString.lower(`uriFamily`),
         FfiConverterString.lower(`fhirVersion`),
         FfiConverterBoolean.lower(`strict`),
-        FfiConverterBoolean.lower(`convertUnits`),_status)
+        FfiConverterBoolean.lower(`convertUnits`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
 
@@ -4244,9 +4273,10 @@ open class ClientCredentials: Disposable, AutoCloseable, ClientCredentialsInterf
     }
     /**
      * `authMethod`: `client_secret_post` or `client_secret_basic`; `tokenStore`: a file path
-     * shared by processes, or `null` for memory.
+     * shared by processes, or `null` for memory; `http`: timeouts, proxy, CAs and retry bounds
+     * of its token requests.
      */
-    constructor(`tokenUrl`: kotlin.String, `clientId`: kotlin.String, `clientSecret`: kotlin.String, `scope`: kotlin.String? = null, `authMethod`: kotlin.String = "client_secret_post", `tokenStore`: kotlin.String? = null) :
+    constructor(`tokenUrl`: kotlin.String, `clientId`: kotlin.String, `clientSecret`: kotlin.String, `scope`: kotlin.String? = null, `authMethod`: kotlin.String = "client_secret_post", `tokenStore`: kotlin.String? = null, `http`: HttpOptions? = null) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_constructor_clientcredentials_new(
@@ -4257,7 +4287,8 @@ open class ClientCredentials: Disposable, AutoCloseable, ClientCredentialsInterf
         FfiConverterString.lower(`clientSecret`),
         FfiConverterOptionalString.lower(`scope`),
         FfiConverterString.lower(`authMethod`),
-        FfiConverterOptionalString.lower(`tokenStore`),_status)
+        FfiConverterOptionalString.lower(`tokenStore`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
 
@@ -4703,9 +4734,10 @@ open class FhirClient: Disposable, AutoCloseable, FhirClientInterface
         this.cleanable = null
     }
     /**
-     * `fhirVersion`: `R4` or `STU3`.
+     * `fhirVersion`: `R4` or `STU3`; `http`: timeouts, proxy, CAs, the hosts allowed plain http
+     * and retry bounds of its requests.
      */
-    constructor(`baseUrl`: kotlin.String, `auth`: Auth? = null, `fhirVersion`: kotlin.String = "R4", `defaultParams`: Map<kotlin.String, kotlin.String> = mapOf()) :
+    constructor(`baseUrl`: kotlin.String, `auth`: Auth? = null, `fhirVersion`: kotlin.String = "R4", `defaultParams`: Map<kotlin.String, kotlin.String> = mapOf(), `http`: HttpOptions? = null) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_constructor_fhirclient_new(
@@ -4714,7 +4746,8 @@ open class FhirClient: Disposable, AutoCloseable, FhirClientInterface
         FfiConverterString.lower(`baseUrl`),
         FfiConverterOptionalTypeAuth.lower(`auth`),
         FfiConverterString.lower(`fhirVersion`),
-        FfiConverterMapStringString.lower(`defaultParams`),_status)
+        FfiConverterMapStringString.lower(`defaultParams`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
 
@@ -5411,9 +5444,10 @@ open class PasswordGrant: Disposable, AutoCloseable, PasswordGrantInterface
         this.cleanable = null
     }
     /**
-     * `tokenStore`: a file path shared by processes (mode 0600), or `null` for memory.
+     * `tokenStore`: a file path shared by processes (mode 0600), or `null` for memory; `http`:
+     * timeouts, proxy, CAs and retry bounds of its token requests.
      */
-    constructor(`tokenUrl`: kotlin.String, `clientId`: kotlin.String, `clientSecret`: kotlin.String, `username`: kotlin.String, `password`: kotlin.String, `scope`: kotlin.String? = null, `tokenStore`: kotlin.String? = null) :
+    constructor(`tokenUrl`: kotlin.String, `clientId`: kotlin.String, `clientSecret`: kotlin.String, `username`: kotlin.String, `password`: kotlin.String, `scope`: kotlin.String? = null, `tokenStore`: kotlin.String? = null, `http`: HttpOptions? = null) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_constructor_passwordgrant_new(
@@ -5425,7 +5459,8 @@ open class PasswordGrant: Disposable, AutoCloseable, PasswordGrantInterface
         FfiConverterString.lower(`username`),
         FfiConverterString.lower(`password`),
         FfiConverterOptionalString.lower(`scope`),
-        FfiConverterOptionalString.lower(`tokenStore`),_status)
+        FfiConverterOptionalString.lower(`tokenStore`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
 
@@ -7250,6 +7285,113 @@ public object FfiConverterTypeGeneratedKey: FfiConverterRustBuffer<GeneratedKey>
 
 
 /**
+ * HTTP settings; every field is optional and `null` (or empty) keeps the SDK's default. The
+ * proxy URL may carry `user:password@`, so it is a `Secret`: `toString()` never shows it.
+ */
+data class HttpOptions (
+    /**
+     * The whole request, connection to last byte (default 30 s).
+     */
+    val `timeout`: JavaDuration? = null 
+    , 
+    /**
+     * Establishing the connection (default 10 s).
+     */
+    val `connectTimeout`: JavaDuration? = null 
+    , 
+    /**
+     * The longest a rate-limited token request is waited out (default 60 s); beyond it the call
+     * fails with `RateLimited`.
+     */
+    val `maxRateLimitWait`: JavaDuration? = null 
+    , 
+    /**
+     * The longest one FHIR request may spend in retries and waits (default 60 s).
+     */
+    val `maxRetryTime`: JavaDuration? = null 
+    , 
+    /**
+     * A proxy for every request, e.g. `Secret("http://user:password@proxy.example.org:3128")`
+     * (default: the `HTTPS_PROXY` / `NO_PROXY` environment).
+     */
+    val `proxy`: Secret? = null 
+    , 
+    /**
+     * PEM files of extra CA certificates to trust (a TLS-inspecting hospital proxy).
+     */
+    val `caFiles`: List<kotlin.String> = listOf() 
+    , 
+    /**
+     * Host names to which plain http is allowed although they are not loopback.
+     */
+    val `allowHttpHosts`: List<kotlin.String> = listOf() 
+    , 
+    /**
+     * Retries of a token request after a 5xx or a network error (default 3; 0: one attempt).
+     */
+    val `tokenRetries`: kotlin.Int? = null 
+    , 
+    /**
+     * Retries of an idempotent FHIR request after 429, 502, 503, 504 or a connection error
+     * (default 4; 0: one attempt).
+     */
+    val `requestRetries`: kotlin.Int? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeHttpOptions: FfiConverterRustBuffer<HttpOptions> {
+    override fun read(buf: ByteBuffer): HttpOptions {
+        return HttpOptions(
+            FfiConverterOptionalTypeJavaDuration.read(buf),
+            FfiConverterOptionalTypeJavaDuration.read(buf),
+            FfiConverterOptionalTypeJavaDuration.read(buf),
+            FfiConverterOptionalTypeJavaDuration.read(buf),
+            FfiConverterOptionalTypeSecret.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterOptionalInt.read(buf),
+            FfiConverterOptionalInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: HttpOptions) = (
+            FfiConverterOptionalTypeJavaDuration.allocationSize(value.`timeout`) +
+            FfiConverterOptionalTypeJavaDuration.allocationSize(value.`connectTimeout`) +
+            FfiConverterOptionalTypeJavaDuration.allocationSize(value.`maxRateLimitWait`) +
+            FfiConverterOptionalTypeJavaDuration.allocationSize(value.`maxRetryTime`) +
+            FfiConverterOptionalTypeSecret.allocationSize(value.`proxy`) +
+            FfiConverterSequenceString.allocationSize(value.`caFiles`) +
+            FfiConverterSequenceString.allocationSize(value.`allowHttpHosts`) +
+            FfiConverterOptionalInt.allocationSize(value.`tokenRetries`) +
+            FfiConverterOptionalInt.allocationSize(value.`requestRetries`)
+    )
+
+    override fun write(value: HttpOptions, buf: ByteBuffer) {
+            FfiConverterOptionalTypeJavaDuration.write(value.`timeout`, buf)
+            FfiConverterOptionalTypeJavaDuration.write(value.`connectTimeout`, buf)
+            FfiConverterOptionalTypeJavaDuration.write(value.`maxRateLimitWait`, buf)
+            FfiConverterOptionalTypeJavaDuration.write(value.`maxRetryTime`, buf)
+            FfiConverterOptionalTypeSecret.write(value.`proxy`, buf)
+            FfiConverterSequenceString.write(value.`caFiles`, buf)
+            FfiConverterSequenceString.write(value.`allowHttpHosts`, buf)
+            FfiConverterOptionalInt.write(value.`tokenRetries`, buf)
+            FfiConverterOptionalInt.write(value.`requestRetries`, buf)
+    }
+}
+
+
+
+/**
  * The outcome of one lab of `submitLabs`.
  */
 data class ItemResult (
@@ -8581,6 +8723,38 @@ public object FfiConverterOptionalTypeProgressListener: FfiConverterRustBuffer<P
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeHttpOptions: FfiConverterRustBuffer<HttpOptions?> {
+    override fun read(buf: ByteBuffer): HttpOptions? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeHttpOptions.read(buf)
+    }
+
+    override fun allocationSize(value: HttpOptions?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeHttpOptions.allocationSize(value)
+        }
+    }
+
+    override fun write(value: HttpOptions?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeHttpOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeCibmtrFhirError: FfiConverterRustBuffer<CibmtrFhirException?> {
     override fun read(buf: ByteBuffer): CibmtrFhirException? {
         if (buf.get().toInt() == 0) {
@@ -8603,6 +8777,38 @@ public object FfiConverterOptionalTypeCibmtrFhirError: FfiConverterRustBuffer<Ci
         } else {
             buf.put(1)
             FfiConverterTypeCibmtrFhirError.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeJavaDuration: FfiConverterRustBuffer<JavaDuration?> {
+    override fun read(buf: ByteBuffer): JavaDuration? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeJavaDuration.read(buf)
+    }
+
+    override fun allocationSize(value: JavaDuration?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeJavaDuration.allocationSize(value)
+        }
+    }
+
+    override fun write(value: JavaDuration?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeJavaDuration.write(value, buf)
         }
     }
 }
@@ -8794,6 +9000,42 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
 
 
 
+public typealias JavaDuration = java.time.Duration
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeJavaDuration: FfiConverter<JavaDuration, Long> {
+    override fun lift(value: Long): JavaDuration {
+        val builtinValue = FfiConverterLong.lift(value)
+        return java.time.Duration.ofNanos(builtinValue)
+    }
+
+    override fun lower(value: JavaDuration): Long {
+        val builtinValue = javaDurationNanos(value)
+        return FfiConverterLong.lower(builtinValue)
+    }
+
+    override fun read(buf: ByteBuffer): JavaDuration {
+        val builtinValue = FfiConverterLong.read(buf)
+        return java.time.Duration.ofNanos(builtinValue)
+    }
+
+    override fun allocationSize(value: JavaDuration): ULong {
+        val builtinValue = javaDurationNanos(value)
+        return FfiConverterLong.allocationSize(builtinValue)
+    }
+
+    override fun write(value: JavaDuration, buf: ByteBuffer) {
+        val builtinValue = javaDurationNanos(value)
+        FfiConverterLong.write(builtinValue, buf)
+    }
+}
+
+
+
+
+
 
 /**
  * @suppress
@@ -8833,17 +9075,19 @@ public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
 
 
         /**
-         * Registers a confidential client (RFC 7591, `client_secret_basic`).
+         * Registers a confidential client (RFC 7591, `client_secret_basic`); `http`: timeouts, proxy,
+         * CAs and retry bounds of the request.
          */
     @Throws(CibmtrFhirException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `registerClient`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String) : RegisteredClient {
+     suspend fun `registerClient`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String, `http`: HttpOptions? = null) : RegisteredClient {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_func_register_client(
         FfiConverterString.lower(`registrationUrl`),
         FfiConverterString.lower(`clientName`),
         FfiConverterSequenceString.lower(`redirectUris`),
-        FfiConverterString.lower(`scope`),),
+        FfiConverterString.lower(`scope`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),),
         { future, callback, continuation -> UniffiLib.ffi_cibmtr_fhir_uniffi_rust_future_poll_rust_buffer(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_cibmtr_fhir_uniffi_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_cibmtr_fhir_uniffi_rust_future_free_rust_buffer(future) },
@@ -8857,7 +9101,7 @@ public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
         /**
          * `registerClient()`, blocking the calling thread (for Java).
          */
-    @Throws(CibmtrFhirException::class) fun `registerClientBlocking`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String): RegisteredClient {
+    @Throws(CibmtrFhirException::class) fun `registerClientBlocking`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String, `http`: HttpOptions? = null): RegisteredClient {
             return FfiConverterTypeRegisteredClient.lift(
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_func_register_client_blocking(
@@ -8866,7 +9110,8 @@ public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
         FfiConverterString.lower(`registrationUrl`),
         FfiConverterString.lower(`clientName`),
         FfiConverterSequenceString.lower(`redirectUris`),
-        FfiConverterString.lower(`scope`),_status)
+        FfiConverterString.lower(`scope`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
     }
@@ -8877,13 +9122,14 @@ public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
          */
     @Throws(CibmtrFhirException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `registerPublicClient`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String) : RegisteredClient {
+     suspend fun `registerPublicClient`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String, `http`: HttpOptions? = null) : RegisteredClient {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_func_register_public_client(
         FfiConverterString.lower(`registrationUrl`),
         FfiConverterString.lower(`clientName`),
         FfiConverterSequenceString.lower(`redirectUris`),
-        FfiConverterString.lower(`scope`),),
+        FfiConverterString.lower(`scope`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),),
         { future, callback, continuation -> UniffiLib.ffi_cibmtr_fhir_uniffi_rust_future_poll_rust_buffer(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_cibmtr_fhir_uniffi_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_cibmtr_fhir_uniffi_rust_future_free_rust_buffer(future) },
@@ -8897,7 +9143,7 @@ public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
         /**
          * `registerPublicClient()`, blocking the calling thread (for Java).
          */
-    @Throws(CibmtrFhirException::class) fun `registerPublicClientBlocking`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String): RegisteredClient {
+    @Throws(CibmtrFhirException::class) fun `registerPublicClientBlocking`(`registrationUrl`: kotlin.String, `clientName`: kotlin.String, `redirectUris`: List<kotlin.String>, `scope`: kotlin.String, `http`: HttpOptions? = null): RegisteredClient {
             return FfiConverterTypeRegisteredClient.lift(
     uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_func_register_public_client_blocking(
@@ -8906,7 +9152,8 @@ public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
         FfiConverterString.lower(`registrationUrl`),
         FfiConverterString.lower(`clientName`),
         FfiConverterSequenceString.lower(`redirectUris`),
-        FfiConverterString.lower(`scope`),_status)
+        FfiConverterString.lower(`scope`),
+        FfiConverterOptionalTypeHttpOptions.lower(`http`),_status)
 }
     )
     }
