@@ -396,7 +396,10 @@ export interface AuthorizationCodeOptions {
   /** Needed with `tokenUrl` when there is no `fhirBase`. */
   authorizeUrl?: string
   tokenUrl?: string
-  /** A file shared by processes and restarts (mode 0600); default: memory only. */
+  /**
+   * Where the token is shared: a file (mode 0600) for the processes of one host, or a
+   * `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
+   */
   tokenStore?: string
   /** A session name: with `tokenStore`, another process resumes the same login. */
   session?: string
@@ -426,7 +429,10 @@ export interface BackendServicesOptions {
   algorithm?: KeyAlgorithm
   /** Scopes to ask for (default `system/*.read`). */
   scope?: string
-  /** A file shared by processes and restarts (mode 0600); default: memory only. */
+  /**
+   * Where the token is shared: a file (mode 0600) for the processes of one host, or a
+   * `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
+   */
   tokenStore?: string
   /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
   http?: HttpConfig
@@ -466,7 +472,10 @@ export interface ClientCredentialsOptions {
   scope?: string
   /** Where the secret goes (default `client_secret_post`). */
   authMethod?: 'client_secret_post' | 'client_secret_basic'
-  /** A file shared by processes and restarts (mode 0600); default: memory only. */
+  /**
+   * Where the token is shared: a file (mode 0600) for the processes of one host, or a
+   * `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
+   */
   tokenStore?: string
   /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
   http?: HttpConfig
@@ -645,7 +654,10 @@ export interface OktaCredentials {
 export interface PasswordGrantOptions {
   /** Scopes to ask for (CIBMTR: `cibmtr_fhir`). */
   scope?: string
-  /** A file shared by processes and restarts (mode 0600); default: memory only. */
+  /**
+   * Where the token is shared: a file (mode 0600) for the processes of one host, or a
+   * `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
+   */
   tokenStore?: string
   /** Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests. */
   http?: HttpConfig
@@ -776,6 +788,8 @@ export interface SubmissionReport {
   alreadyPresent: number
   failed: number
   elapsedMs: number
+  /** The journal batch the submission was recorded in (with the `journal` option). */
+  batchId?: string
   /** One per input item, in input order. */
   items: Array<ItemResult>
 }
@@ -790,6 +804,16 @@ export interface SubmitLabsOptions {
   bundleSize?: number
   /** Called on the JavaScript thread after every item. */
   progress?: (progress: Progress) => void
+  /**
+   * A SQLite journal file recording every item before and after its request (the report's
+   * `batchId` names the batch).
+   */
+  journal?: string
+  /**
+   * A `batchId` of that journal to continue after an interruption: nothing the journal or the
+   * server already holds is sent again.
+   */
+  resume?: string
 }
 
 /** Counters of a flow's token cache. */

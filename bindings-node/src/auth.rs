@@ -27,8 +27,13 @@ pub struct TokenStats {
     pub failures: i64,
 }
 
-fn store(path: Option<String>) -> TokenStore {
-    path.map(TokenStore::file).unwrap_or_default()
+/// `tokenStore`: absent (this process), a file path, or a `redis://` / `rediss://` URL (a fleet
+/// sharing one token; the key comes from `$CIBMTR_FHIR_STORE_KEY`), as the core parses it.
+fn store(location: Option<String>) -> CoreResult<TokenStore> {
+    location
+        .map(TokenStore::parse)
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 fn algorithm(alg: Option<String>) -> CoreResult<KeyAlgorithm> {
@@ -108,7 +113,8 @@ macro_rules! token_provider {
 pub struct PasswordGrantOptions {
     /// Scopes to ask for (CIBMTR: `cibmtr_fhir`).
     pub scope: Option<String>,
-    /// A file shared by processes and restarts (mode 0600); default: memory only.
+    /// Where the token is shared: a file (mode 0600) for the processes of one host, or a
+    /// `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
     pub token_store: Option<String>,
     /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
     pub http: Option<HttpConfig>,
@@ -138,7 +144,7 @@ impl PasswordGrant {
         let o = options.unwrap_or_default();
         let mut b =
             auth::PasswordGrant::builder(token_url, client_id, client_secret, username, password)
-                .token_store(store(o.token_store));
+                .token_store(store(o.token_store).or_throw(&env)?);
         if let Some(h) = http::client(o.http).or_throw(&env)? {
             b = b.http(h);
         }
@@ -161,7 +167,8 @@ pub struct ClientCredentialsOptions {
     /// Where the secret goes (default `client_secret_post`).
     #[napi(ts_type = "'client_secret_post' | 'client_secret_basic'")]
     pub auth_method: Option<String>,
-    /// A file shared by processes and restarts (mode 0600); default: memory only.
+    /// Where the token is shared: a file (mode 0600) for the processes of one host, or a
+    /// `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
     pub token_store: Option<String>,
     /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
     pub http: Option<HttpConfig>,
@@ -185,7 +192,7 @@ impl ClientCredentials {
     ) -> Result<Self> {
         let o = options.unwrap_or_default();
         let mut b = auth::ClientCredentials::builder(token_url, client_id, client_secret)
-            .token_store(store(o.token_store));
+            .token_store(store(o.token_store).or_throw(&env)?);
         if let Some(h) = http::client(o.http).or_throw(&env)? {
             b = b.http(h);
         }
@@ -217,7 +224,8 @@ pub struct BackendServicesOptions {
     pub algorithm: Option<String>,
     /// Scopes to ask for (default `system/*.read`).
     pub scope: Option<String>,
-    /// A file shared by processes and restarts (mode 0600); default: memory only.
+    /// Where the token is shared: a file (mode 0600) for the processes of one host, or a
+    /// `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
     pub token_store: Option<String>,
     /// Timeouts, a proxy, extra CA certificates and retry bounds for this flow's requests.
     pub http: Option<HttpConfig>,
@@ -242,7 +250,7 @@ impl BackendServices {
         let o = options.unwrap_or_default();
         let mut b = auth::BackendServices::builder(client_id, private_key)
             .algorithm(algorithm(o.algorithm).or_throw(&env)?)
-            .token_store(store(o.token_store));
+            .token_store(store(o.token_store).or_throw(&env)?);
         if let Some(h) = http::client(o.http).or_throw(&env)? {
             b = b.http(h);
         }
@@ -282,7 +290,8 @@ pub struct AuthorizationCodeOptions {
     /// Needed with `tokenUrl` when there is no `fhirBase`.
     pub authorize_url: Option<String>,
     pub token_url: Option<String>,
-    /// A file shared by processes and restarts (mode 0600); default: memory only.
+    /// Where the token is shared: a file (mode 0600) for the processes of one host, or a
+    /// `redis://` / `rediss://` URL for a fleet (key in `$CIBMTR_FHIR_STORE_KEY`); default: memory.
     pub token_store: Option<String>,
     /// A session name: with `tokenStore`, another process resumes the same login.
     pub session: Option<String>,
@@ -319,7 +328,7 @@ impl AuthorizationCode {
     ) -> Result<Self> {
         let o = options.unwrap_or_default();
         let mut b = auth::AuthorizationCode::builder(client_id, redirect_uri, scope)
-            .token_store(store(o.token_store));
+            .token_store(store(o.token_store).or_throw(&env)?);
         if let Some(h) = http::client(o.http).or_throw(&env)? {
             b = b.http(h);
         }

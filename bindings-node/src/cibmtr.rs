@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use cibmtr_fhir::cibmtr::{self, Demographics, Environment, LabOptions, LabResult, SubmitOptions};
+use cibmtr_fhir::journal::{BatchInfo, Journal, JournalPart};
 use napi::Env;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -162,6 +163,12 @@ pub struct SubmitLabsOptions {
     /// Called on the JavaScript thread after every item.
     #[napi(ts_type = "(progress: Progress) => void")]
     pub progress: Option<ThreadsafeFunction<Progress, (), Progress, Status, false>>,
+    /// A SQLite journal file recording every item before and after its request (the report's
+    /// `batchId` names the batch).
+    pub journal: Option<String>,
+    /// A `batchId` of that journal to continue after an interruption: nothing the journal or the
+    /// server already holds is sent again.
+    pub resume: Option<String>,
 }
 
 /// The result of `submitLab`.
@@ -201,6 +208,8 @@ pub struct SubmissionReport {
     pub already_present: u32,
     pub failed: u32,
     pub elapsed_ms: f64,
+    /// The journal batch the submission was recorded in (with the `journal` option).
+    pub batch_id: Option<String>,
     /// One per input item, in input order.
     pub items: Vec<ItemResult>,
 }
@@ -214,6 +223,7 @@ impl SubmissionReport {
             already_present: r.already_present as u32,
             failed: r.failed as u32,
             elapsed_ms: r.elapsed.as_secs_f64() * 1000.0,
+            batch_id: r.batch_id,
             items: r
                 .items
                 .into_iter()
@@ -231,12 +241,27 @@ impl SubmissionReport {
     }
 }
 
-/// The core's options of a bulk submission; the progress callback is called on the JavaScript
-/// thread.
-fn submit_options(options: Option<SubmitLabsOptions>) -> SubmitOptions {
+/// The journal and batch to resume of a submission's options.
+type JournalChoice = Option<(String, Option<String>)>;
+
+/// The core's options of a bulk submission (the progress callback is called on the JavaScript
+/// thread), and the journal choice, resolved by [`journal_part`] once the inputs are known.
+fn submit_options(
+    options: Option<SubmitLabsOptions>,
+) -> CoreResult<(SubmitOptions, JournalChoice)> {
     let mut opts = SubmitOptions::default();
     let Some(o) = options else {
-        return opts;
+        return Ok((opts, None));
+    };
+    let journal = match (o.journal, o.resume) {
+        (Some(path), resume) => Some((path, resume)),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "resume",
+                "needs the journal option: the journal file the batch is in",
+            ));
+        }
+        (None, None) => None,
     };
     if let Some(c) = o.concurrency {
         opts.concurrency = c as usize;
@@ -259,7 +284,30 @@ fn submit_options(options: Option<SubmitLabsOptions>) -> SubmitOptions {
             callback.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
         }));
     }
-    opts
+    Ok((opts, journal))
+}
+
+/// The journal batch a submission records into (numbered by CSV line for a file).
+fn journal_part(
+    choice: JournalChoice,
+    source: &str,
+    lines: Option<&[usize]>,
+) -> CoreResult<Option<JournalPart>> {
+    let Some((path, resume)) = choice else {
+        return Ok(None);
+    };
+    let journal = Journal::open(path)?;
+    let batch = match resume {
+        Some(id) => journal.resume_batch(&id)?,
+        None => journal.start_batch(&BatchInfo {
+            source: Some(source.to_owned()),
+            ..Default::default()
+        })?,
+    };
+    Ok(Some(match lines {
+        Some(l) => batch.numbered(l.iter().map(|&n| n as u64).collect()),
+        None => batch.into(),
+    }))
 }
 
 /// A form 2402 lab of the catalog.
@@ -480,12 +528,13 @@ impl CibmtrClient {
             Either::A(labs) => labs,
             Either::B(path) => return self.submit_labs_csv(env, crid, path, options),
         };
-        let opts = submit_options(options);
+        let (mut opts, journal) = submit_options(options).or_throw(&env)?;
         let client = self.inner.clone();
         settle(&env, async move {
             let crid = self::crid(crid)?;
             // A lab that cannot be read is a failed item of the report, like a bad CSV row.
             let inputs = labs.into_iter().map(lab_from).collect();
+            opts.journal = journal_part(journal, "node", None)?;
             let report = client.submit_lab_inputs(crid, inputs, &opts).await?;
             Ok(SubmissionReport::new(report, None))
         })
@@ -503,11 +552,12 @@ impl CibmtrClient {
         path: String,
         options: Option<SubmitLabsOptions>,
     ) -> Result<AsyncBlock<SubmissionReport>> {
-        let opts = submit_options(options);
+        let (mut opts, journal) = submit_options(options).or_throw(&env)?;
         let client = self.inner.clone();
         settle(&env, async move {
             let crid = self::crid(crid)?;
             let csv = cibmtr::labs_csv_inputs(path.as_ref(), crid)?;
+            opts.journal = journal_part(journal, &path, Some(&csv.lines))?;
             let report = client.submit_lab_inputs(crid, csv.inputs, &opts).await?;
             Ok(SubmissionReport::new(report, Some(&csv.lines)))
         })

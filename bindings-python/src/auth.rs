@@ -12,8 +12,14 @@ use crate::error::OrRaise;
 use crate::http::HttpConfig;
 use crate::runtime::{awaitable, awaitable_ready_first, wait, wait_ready_first};
 
-fn store(path: Option<PathBuf>) -> TokenStore {
-    path.map(TokenStore::file).unwrap_or_default()
+/// `token_store=`: `None` (this process), a file path, or a `redis://` / `rediss://` URL (a fleet
+/// sharing one token; the key comes from `$CIBMTR_FHIR_STORE_KEY`), as the core parses it.
+fn store(location: Option<PathBuf>) -> PyResult<TokenStore> {
+    location
+        .map(TokenStore::parse)
+        .transpose()
+        .or_raise()
+        .map(Option::unwrap_or_default)
 }
 
 /// What every flow offers: a valid access token on demand (cached, refreshed ahead of expiry,
@@ -94,7 +100,7 @@ impl PasswordGrant {
     ) -> PyResult<PyClassInitializer<Self>> {
         let mut b =
             core::PasswordGrant::builder(token_url, client_id, client_secret, username, password)
-                .token_store(store(token_store))
+                .token_store(store(token_store)?)
                 .http(HttpConfig::client_or_default(http));
         if let Some(s) = scope {
             b = b.scope(s);
@@ -131,7 +137,7 @@ impl ClientCredentials {
         let method: ClientAuthMethod = auth_method.parse().or_raise()?;
         let mut b = core::ClientCredentials::builder(token_url, client_id, client_secret)
             .auth_method(method)
-            .token_store(store(token_store))
+            .token_store(store(token_store)?)
             .http(HttpConfig::client_or_default(http));
         if let Some(s) = scope {
             b = b.scope(s);
@@ -181,7 +187,7 @@ impl BackendServices {
         let mut b = core::BackendServices::builder(client_id, key)
             .algorithm(algorithm.parse::<KeyAlgorithm>().or_raise()?)
             .scope(scope)
-            .token_store(store(token_store))
+            .token_store(store(token_store)?)
             .http(HttpConfig::client_or_default(http));
         if let Some(u) = token_url {
             b = b.token_url(u);
@@ -268,7 +274,7 @@ impl AuthorizationCode {
         http: Option<&Bound<'_, HttpConfig>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let mut b = core::AuthorizationCode::builder(client_id, redirect_uri, scope)
-            .token_store(store(token_store))
+            .token_store(store(token_store)?)
             .http(HttpConfig::client_or_default(http));
         if let Some(s) = client_secret {
             b = b.client_secret(s);

@@ -9,6 +9,7 @@ use cibmtr_fhir::cibmtr::{
     UriFamily,
 };
 use cibmtr_fhir::fhir::FhirVersion;
+use cibmtr_fhir::journal::{BatchInfo, Journal, JournalPart};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::{Map, Value, json};
@@ -278,6 +279,12 @@ impl SubmissionReport {
     fn elapsed(&self) -> f64 {
         self.inner.elapsed.as_secs_f64()
     }
+    /// The journal batch the submission was recorded in (pass it as `resume=` to continue an
+    /// interrupted submission), or None without a journal.
+    #[getter]
+    fn batch_id(&self) -> Option<String> {
+        self.inner.batch_id.clone()
+    }
     /// One dict per input item, in input order.
     #[getter]
     fn items(&self) -> JsonList {
@@ -426,13 +433,52 @@ fn options(
     use_bundles: bool,
     bundle_size: usize,
     progress: Option<Py<PyAny>>,
+    journal: Option<JournalPart>,
 ) -> SubmitOptions {
     SubmitOptions {
         concurrency,
         use_bundles,
         bundle_size,
         progress: progress.map(progress_fn),
+        journal,
     }
+}
+
+/// `journal=` (the SQLite journal file) and `resume=` (a batch id of it to continue): the batch
+/// the submission records into, numbered by CSV line when the input was a file.
+fn journal_part(
+    journal: Option<PathBuf>,
+    resume: Option<String>,
+    source: Option<&std::path::Path>,
+    lines: Option<&[usize]>,
+) -> PyResult<Option<JournalPart>> {
+    let Some(path) = journal else {
+        return match resume {
+            Some(_) => Err(to_py_err(invalid(
+                "resume",
+                "needs journal=: the journal file the batch is in",
+            ))),
+            None => Ok(None),
+        };
+    };
+    let journal = Journal::open(path).or_raise()?;
+    let batch = match resume {
+        Some(id) => journal.resume_batch(&id).or_raise()?,
+        None => journal
+            .start_batch(&BatchInfo {
+                source: Some(
+                    source
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "python".into()),
+                ),
+                ..Default::default()
+            })
+            .or_raise()?,
+    };
+    Ok(Some(match lines {
+        Some(l) => batch.numbered(l.iter().map(|&n| n as u64).collect()),
+        None => batch.into(),
+    }))
 }
 
 /// A Python callable as the core's progress callback: called after every item with
@@ -681,7 +727,10 @@ impl CibmtrClient {
     /// exception). `labs` is an iterable of dicts or `LabResult`s (`cibmtr_fhir.CibmtrClient`
     /// also takes a pandas DataFrame or a CSV path). `progress` is a callable receiving
     /// `{"done", "total", "created", "already_present", "failed"}` after every item.
-    #[pyo3(signature = (crid, labs, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50))]
+    /// `journal`: a SQLite file recording every item before and after its request (the report's
+    /// `batch_id` names the batch); `resume`: a batch id of that journal to continue, sending
+    /// nothing the journal or the server already holds.
+    #[pyo3(signature = (crid, labs, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50, journal = None, resume = None))]
     fn submit_labs(
         &self,
         py: Python<'_>,
@@ -691,15 +740,18 @@ impl CibmtrClient {
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
         bundle_size: usize,
+        journal: Option<PathBuf>,
+        resume: Option<String>,
     ) -> PyResult<SubmissionReport> {
         let inputs = lab_inputs(labs)?;
-        let opts = options(concurrency, use_bundles, bundle_size, progress);
+        let part = journal_part(journal, resume, None, None)?;
+        let opts = options(concurrency, use_bundles, bundle_size, progress, part);
         let inner = wait(py, self.core()?.submit_lab_inputs(crid, inputs, &opts))?;
         Ok(SubmissionReport { inner, lines: None })
     }
 
     /// `await client.asubmit_labs(...)`.
-    #[pyo3(signature = (crid, labs, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50))]
+    #[pyo3(signature = (crid, labs, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50, journal = None, resume = None))]
     fn asubmit_labs<'py>(
         &self,
         py: Python<'py>,
@@ -709,9 +761,12 @@ impl CibmtrClient {
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
         bundle_size: usize,
+        journal: Option<PathBuf>,
+        resume: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inputs = lab_inputs(labs)?;
-        let opts = options(concurrency, use_bundles, bundle_size, progress);
+        let part = journal_part(journal, resume, None, None)?;
+        let opts = options(concurrency, use_bundles, bundle_size, progress, part);
         let c = self.core()?.clone();
         awaitable(py, async move {
             let inner = c.submit_lab_inputs(crid, inputs, &opts).await?;
@@ -722,7 +777,7 @@ impl CibmtrClient {
     /// `submit_labs` for a CSV file (`loinc,value,unit,effective` and optionally
     /// `reference_low,reference_high,comparator,status,display,crid`); report items carry the
     /// file's `line`.
-    #[pyo3(signature = (crid, path, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50))]
+    #[pyo3(signature = (crid, path, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50, journal = None, resume = None))]
     fn submit_labs_csv(
         &self,
         py: Python<'_>,
@@ -732,9 +787,12 @@ impl CibmtrClient {
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
         bundle_size: usize,
+        journal: Option<PathBuf>,
+        resume: Option<String>,
     ) -> PyResult<SubmissionReport> {
         let core::CsvInputs { inputs, lines } = core::labs_csv_inputs(&path, crid).or_raise()?;
-        let opts = options(concurrency, use_bundles, bundle_size, progress);
+        let part = journal_part(journal, resume, Some(&path), Some(&lines))?;
+        let opts = options(concurrency, use_bundles, bundle_size, progress, part);
         let inner = wait(py, self.core()?.submit_lab_inputs(crid, inputs, &opts))?;
         Ok(SubmissionReport {
             inner,
@@ -743,7 +801,7 @@ impl CibmtrClient {
     }
 
     /// `await client.asubmit_labs_csv(...)`.
-    #[pyo3(signature = (crid, path, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50))]
+    #[pyo3(signature = (crid, path, *, concurrency = 8, progress = None, use_bundles = false, bundle_size = 50, journal = None, resume = None))]
     fn asubmit_labs_csv<'py>(
         &self,
         py: Python<'py>,
@@ -753,9 +811,12 @@ impl CibmtrClient {
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
         bundle_size: usize,
+        journal: Option<PathBuf>,
+        resume: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let core::CsvInputs { inputs, lines } = core::labs_csv_inputs(&path, crid).or_raise()?;
-        let opts = options(concurrency, use_bundles, bundle_size, progress);
+        let part = journal_part(journal, resume, Some(&path), Some(&lines))?;
+        let opts = options(concurrency, use_bundles, bundle_size, progress, part);
         let c = self.core()?.clone();
         awaitable(py, async move {
             let inner = c.submit_lab_inputs(crid, inputs, &opts).await?;

@@ -166,6 +166,8 @@ class CibmtrClient(_native.CibmtrClient):
         progress: Union[bool, Progress, None] = False,
         use_bundles: bool = False,
         bundle_size: int = 50,
+        journal: Optional[Union[str, "os.PathLike[str]"]] = None,
+        resume: Optional[str] = None,
     ) -> SubmissionReport:
         """Submits many labs for one recipient and reports on every item.
 
@@ -175,6 +177,9 @@ class CibmtrClient(_native.CibmtrClient):
         ``progress``: ``True`` for a tqdm bar, or a callable receiving
         ``{"done", "total", "created", "already_present", "failed"}`` after every item.
         Items already on the server or repeated in the input are not sent again.
+        ``journal``: a SQLite file that records every item before and after its request (the
+        report's ``batch_id`` names the batch); ``resume``: a ``batch_id`` of that journal to
+        continue after an interruption, sending nothing the journal or the server already holds.
         """
         with _progress_callback(progress) as callback:
             opts = dict(
@@ -182,6 +187,8 @@ class CibmtrClient(_native.CibmtrClient):
                 progress=callback,
                 use_bundles=use_bundles,
                 bundle_size=bundle_size,
+                journal=journal,
+                resume=resume,
             )
             if isinstance(labs, (str, os.PathLike)):
                 return super().submit_labs_csv(crid, labs, **opts)  # type: ignore[arg-type]
@@ -197,6 +204,8 @@ class CibmtrClient(_native.CibmtrClient):
         progress: Union[bool, Progress, None] = False,
         use_bundles: bool = False,
         bundle_size: int = 50,
+        journal: Optional[Union[str, "os.PathLike[str]"]] = None,
+        resume: Optional[str] = None,
     ) -> SubmissionReport:
         """``await client.asubmit_labs(...)``: ``submit_labs`` for asyncio."""
         with _progress_callback(progress) as callback:
@@ -205,6 +214,8 @@ class CibmtrClient(_native.CibmtrClient):
                 progress=callback,
                 use_bundles=use_bundles,
                 bundle_size=bundle_size,
+                journal=journal,
+                resume=resume,
             )
             if isinstance(labs, (str, os.PathLike)):
                 return await super().asubmit_labs_csv(crid, labs, **opts)  # type: ignore[arg-type]

@@ -64,6 +64,9 @@ _Params = Union[Mapping[str, Any], Sequence[Tuple[str, Any]], None]
 #: A point in time: ISO 8601 text with an offset, or a timezone-aware datetime.
 _When = Union[str, datetime.datetime]
 _StrPath = Union[str, "os.PathLike[str]"]
+#: Where tokens are shared: a file path (one host), or a redis://, rediss:// or valkey:// URL
+#: (a fleet of hosts; tokens sealed with the key in $CIBMTR_FHIR_STORE_KEY).
+_TokenStore = Union[str, "os.PathLike[str]"]
 _ProgressCallback = Callable[[Dict[str, int]], Any]
 #: Seconds: an int, a float or a timedelta.
 _Seconds = Union[float, datetime.timedelta]
@@ -155,7 +158,7 @@ class PasswordGrant(TokenProvider):
         username: str,
         password: str,
         scope: Optional[str] = None,
-        token_store: Optional[_StrPath] = None,
+        token_store: Optional[_TokenStore] = None,
         *,
         http: Optional[HttpConfig] = None,
     ) -> Self: ...
@@ -169,7 +172,7 @@ class ClientCredentials(TokenProvider):
         client_secret: str,
         scope: Optional[str] = None,
         auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post",
-        token_store: Optional[_StrPath] = None,
+        token_store: Optional[_TokenStore] = None,
         *,
         http: Optional[HttpConfig] = None,
     ) -> Self: ...
@@ -187,7 +190,7 @@ class BackendServices(TokenProvider):
         key_id: Optional[str] = None,
         algorithm: Literal["RS384", "ES384", "RS256"] = "RS384",
         scope: str = "system/*.read",
-        token_store: Optional[_StrPath] = None,
+        token_store: Optional[_TokenStore] = None,
         *,
         http: Optional[HttpConfig] = None,
     ) -> Self: ...
@@ -209,7 +212,7 @@ class AuthorizationCode(TokenProvider):
         fhir_base: Optional[str] = None,
         authorize_url: Optional[str] = None,
         token_url: Optional[str] = None,
-        token_store: Optional[_StrPath] = None,
+        token_store: Optional[_TokenStore] = None,
         session: Optional[str] = None,
         *,
         http: Optional[HttpConfig] = None,
@@ -401,6 +404,8 @@ class SubmissionReport:
     @property
     def elapsed(self) -> float: ...
     @property
+    def batch_id(self) -> Optional[str]: ...
+    @property
     def items(self) -> List[_JsonDict]: ...
     def failures(self) -> List[_JsonDict]: ...
     def to_list(self) -> List[_JsonDict]: ...
@@ -502,6 +507,8 @@ class CibmtrClient:
         progress: Optional[_ProgressCallback] = None,
         use_bundles: bool = False,
         bundle_size: int = 50,
+        journal: Optional[_StrPath] = None,
+        resume: Optional[str] = None,
     ) -> SubmissionReport: ...
     def asubmit_labs(
         self,
@@ -512,6 +519,8 @@ class CibmtrClient:
         progress: Optional[_ProgressCallback] = None,
         use_bundles: bool = False,
         bundle_size: int = 50,
+        journal: Optional[_StrPath] = None,
+        resume: Optional[str] = None,
     ) -> Awaitable[SubmissionReport]: ...
     def submit_labs_csv(
         self,
@@ -522,6 +531,8 @@ class CibmtrClient:
         progress: Optional[_ProgressCallback] = None,
         use_bundles: bool = False,
         bundle_size: int = 50,
+        journal: Optional[_StrPath] = None,
+        resume: Optional[str] = None,
     ) -> SubmissionReport: ...
     def asubmit_labs_csv(
         self,
@@ -532,6 +543,8 @@ class CibmtrClient:
         progress: Optional[_ProgressCallback] = None,
         use_bundles: bool = False,
         bundle_size: int = 50,
+        journal: Optional[_StrPath] = None,
+        resume: Optional[str] = None,
     ) -> Awaitable[SubmissionReport]: ...
     def observations(self, crid: int) -> List[_JsonDict]: ...
     def aobservations(self, crid: int) -> Awaitable[List[_JsonDict]]: ...
