@@ -36,6 +36,10 @@ struct Cli {
     /// The config file (default: $CIBMTR_FHIR_CONFIG or ~/.config/cibmtr-fhir/config.toml).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log retries, waits and token refreshes to standard error (-v info, -vv debug, -vvv
+    /// trace; or CIBMTR_FHIR_LOG=LEVEL). Never shows a secret or patient data.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -253,6 +257,20 @@ const PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.verbose {
+        0 => {
+            cibmtr_fhir::logging::init_from_env();
+        }
+        1 => {
+            cibmtr_fhir::logging::init_stderr(tracing::Level::INFO);
+        }
+        2 => {
+            cibmtr_fhir::logging::init_stderr(tracing::Level::DEBUG);
+        }
+        _ => {
+            cibmtr_fhir::logging::init_stderr(tracing::Level::TRACE);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

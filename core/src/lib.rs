@@ -25,6 +25,7 @@ pub mod fhir;
 pub mod fuzzing;
 pub mod http;
 pub mod journal;
+pub mod logging;
 pub mod secret;
 
 pub use error::{Error, ErrorKind, Result};

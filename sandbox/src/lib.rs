@@ -32,6 +32,7 @@ mod cibmtr;
 mod faults;
 mod fhir;
 mod smart;
+mod wire;
 pub use app_launch::SmartAppCredentials;
 pub use cibmtr::CridResponseShape;
 pub(crate) use faults::apply_fault;
@@ -224,6 +225,8 @@ struct Inner {
     base: String,
     smart: Mutex<smart::SmartState>,
     app: Mutex<app_launch::AppState>,
+    /// Secrets and patient data seen on the wire, for leak tests.
+    seen: wire::Seen,
     /// Requests are finished even when their client hangs up first.
     detached: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -359,7 +362,19 @@ impl Sandbox {
         smart_state
             .clients
             .insert("sandbox-backend".to_string(), backend_jwks);
+        let seen = wire::Seen::default();
+        for secret in [
+            &credentials.okta.client_secret,
+            &credentials.okta.password,
+            &credentials.msk.client_secret,
+            &credentials.msk_basic.client_secret,
+            &credentials.backend.private_key_pem,
+            &credentials.smart.client_secret,
+        ] {
+            seen.add_with_lines(secret);
+        }
         let inner = Arc::new(Inner {
+            seen,
             config,
             creds: credentials.clone(),
             requests: Mutex::new(HashMap::new()),
@@ -401,6 +416,7 @@ impl Sandbox {
                 &format!("{}/{{*rest}}", fhir::AIDBOX_PATH),
                 any(fhir::aidbox),
             )
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), wire::record))
             .with_state(inner.clone());
         let (shutdown, stopped) = watch::channel(());
         faults::spawn_server(listener, router, stopped, inner.detached.clone());
@@ -410,6 +426,16 @@ impl Sandbox {
             inner,
             _shutdown: shutdown,
         })
+    }
+
+    /// Every secret and piece of patient data this sandbox has seen, for leak tests: its own
+    /// client secrets, password and private key (whole and line by line); every access and
+    /// refresh token it issued; every authorization code, PKCE verifier, client assertion,
+    /// client secret and password presented to it; and every string of the demographics sent
+    /// to its CRID service except the gender. Values shorter than 6 characters are left out (they
+    /// would match innocent text), so a leak test should use names at least that long.
+    pub fn secrets_seen(&self) -> Vec<String> {
+        self.inner.seen.all()
     }
 
     /// Requests that reached a token route for `client_id` (faulted or not, success or failure).
