@@ -1,7 +1,7 @@
 //! The `cibmtr-fhir` binary, run as a user would.
 use std::process::Command;
 
-use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
+use cibmtr_fhir_sandbox::{Fault, Route, Sandbox, SandboxConfig};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cibmtr-fhir"))
@@ -137,6 +137,7 @@ fn cibmtr_env(cmd: &mut Command, sb: &Sandbox, store: &std::path::Path) {
         .env("CIBMTR_CLIENT_SECRET", &o.client_secret)
         .env("CIBMTR_PASSWORD", &o.password)
         .env("CIBMTR_FHIR_CONFIG", "/nonexistent/cibmtr-fhir.toml")
+        .env("CIBMTR_FHIR_LOG", "trace")
         .env_remove("CIBMTR_PROFILE");
 }
 
@@ -161,15 +162,24 @@ async fn crid_patient_and_labs_submit_twice_submits_nothing_twice() {
     let store = dir.path().join("token.json");
 
     let mut all_output = String::new();
+    // A retried token request and a retried search, so that the trace-level log has something
+    // to say.
+    let once_503 = Fault {
+        status: 503,
+        times: 1,
+        ..Fault::default()
+    };
+    sb.set_fault(Route::OktaToken, once_503.clone());
+    sb.set_fault(Route::ObservationSearch, once_503);
     let mut cmd = bin();
     cibmtr_env(&mut cmd, &sb, &store);
     cmd.args([
         "crid",
         "register",
         "--first-name",
-        "Ann",
+        "Annabel",
         "--last-name",
-        "Smith",
+        "Smithfield",
     ])
     .args([
         "--birth-date",
@@ -244,16 +254,34 @@ async fn crid_patient_and_labs_submit_twice_submits_nothing_twice() {
     all_output += &err;
 
     // Five processes, one token between them: the token store (as Okta's per-user limit wants).
-    assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 1);
+    // (Two requests: the first answered 503.)
+    assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 2);
+    assert_eq!(sb.tokens_issued(), 1);
+    // Every command ran with CIBMTR_FHIR_LOG=trace: the retries were logged, and nothing the
+    // sandbox saw on the wire (client secret, password, access token, demographics) was printed.
+    assert!(all_output.contains("retrying"), "{all_output}");
+    let seen = sb.secrets_seen();
     let o = &sb.credentials.okta;
-    for secret in [
-        o.client_secret.as_str(),
-        o.password.as_str(),
-        "123-45-6789",
-        "Smith",
-    ] {
-        assert!(!all_output.contains(secret), "leaked {secret:?}");
+    for must in [&o.client_secret, &o.password, "123-45-6789", "Annabel", "Smithfield", "1961-07-04"] {
+        assert!(seen.iter().any(|s| s == must), "the sandbox recorded {must:?}");
     }
+    assert!(seen.len() >= 7, "{} values", seen.len());
+    let leaked = seen.iter().find(|s| all_output.contains(s.as_str()));
+    assert_eq!(leaked, None);
+    // The scan can fail: `token` prints the access token, as it is asked to.
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    let o = &sb.credentials.okta;
+    cmd.args(["token", "--flow", "password", "--token-url", &o.token_url])
+        .args(["--client-id", &o.client_id, "--username", &o.username])
+        .arg("--store")
+        .arg(&store);
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim();
+    assert!(sb.secrets_seen().iter().any(|s| s == token) && out.contains(token));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

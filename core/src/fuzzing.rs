@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("crid_response", crid_response),
     ("fhir_error", fhir_error),
     ("bundle", bundle),
+    ("transaction_response", transaction_response),
     ("smart_configuration", smart_configuration),
     ("jwks", jwks),
     ("redirect_url", redirect_url),
@@ -162,6 +163,42 @@ fn location(l: &str) {
                 !id.is_empty() && !id.contains('/') && id != "_history",
                 "{l} -> {id}"
             );
+        }
+    }
+}
+
+/// The answer to a transaction Bundle of labs: the first byte is the number of requests sent
+/// (1–32), the rest the server's body. Every request gets exactly one outcome; a created or
+/// matched one carries a plain Observation id.
+pub fn transaction_response(data: &[u8]) {
+    let Some((&n, body)) = data.split_first() else {
+        return;
+    };
+    let requests = usize::from(n % 32) + 1;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+json"),
+    );
+    let Ok(v) = crate::fhir::parse_body(StatusCode::OK, &headers, body) else {
+        return;
+    };
+    let results = crate::cibmtr::transaction_results(&v, requests);
+    assert_eq!(results.len(), requests);
+    for r in results {
+        match r {
+            Ok((status, id)) => {
+                assert!(
+                    matches!(
+                        status,
+                        crate::cibmtr::ItemStatus::Created
+                            | crate::cibmtr::ItemStatus::AlreadyPresent
+                    ),
+                    "{status:?}"
+                );
+                assert!(!id.is_empty(), "an empty Observation id");
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Http, "{e:?}"),
         }
     }
 }

@@ -376,6 +376,33 @@ async fn a_token_file_other_users_can_access_is_refused() {
     auth.token().await.unwrap();
 }
 
+/// A token file another user owns is refused even when it is 0600: that user could have planted
+/// the tokens in it, or read them. As root, a file is given to `nobody`; otherwise a root-owned
+/// file of the system stands in (only its metadata is read).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_token_file_another_user_owns_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::fs::metadata(dir.path()).unwrap().uid();
+    let path = if me == 0 {
+        let p = dir.path().join("planted.json");
+        std::fs::write(&p, "{}").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        p
+    } else {
+        std::path::PathBuf::from("/etc/passwd")
+    };
+    assert_ne!(std::fs::metadata(&path).unwrap().uid(), me);
+    let e = okta(&sb, TokenStore::file(&path)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    let msg = e.to_string();
+    assert!(msg.contains("owned by another user") && msg.contains(&format!("uid {me}")), "{msg}");
+    assert_eq!(sb.token_requests_total(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // state, PKCE and client assertions
 // ---------------------------------------------------------------------------------------------

@@ -298,12 +298,19 @@ fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// Refuses a token file that other users may read or write (the SDK creates it 0600): its
-/// tokens may already have been read, and another user could plant one.
+/// Refuses a token file that another user owns, or that other users may read or write (the
+/// SDK creates it 0600): its tokens may already have been read, and another user could plant one.
 #[cfg(unix)]
 fn refuse_shared(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = rustix::process::geteuid().as_raw();
     match std::fs::metadata(path) {
+        Ok(m) if m.uid() != me => Err(Error::config(format!(
+            "token store {}: refusing a file owned by another user (uid {}, this process runs as \
+             uid {me}); it holds access tokens, so it must be your own: use a path of yours",
+            path.display(),
+            m.uid()
+        ))),
         Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(Error::config(format!(
             "token store {}: refusing a file other users can access (mode {:o}); it holds access \
              tokens, so it must be private to you: `chmod 600` it, or delete it and let the SDK \

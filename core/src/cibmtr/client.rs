@@ -1033,24 +1033,7 @@ impl CibmtrClient {
             Ok(r) => r,
             Err(e) => return chunk.iter().map(|_| Err(e.clone())).collect(),
         };
-        let entries = response
-            .get("entry")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if entries.len() != chunk.len() {
-            let e = Error::Http {
-                status: 200,
-                message: format!(
-                    "transaction response has {} entries for {} requests",
-                    entries.len(),
-                    chunk.len()
-                ),
-                outcome: None,
-            };
-            return chunk.iter().map(|_| Err(e.clone())).collect();
-        }
-        entries.iter().map(bundle_entry_result).collect()
+        transaction_results(&response, chunk.len())
     }
 
     /// Every Observation the server holds for `crid` (all pages).
@@ -1093,6 +1076,31 @@ fn resource_id(resource: &Value) -> Result<String> {
         })
 }
 
+/// The outcome of each of the `requests` entries of a transaction Bundle, from the server's
+/// `transaction-response` (one entry per request, in order; any other count fails them all).
+pub(crate) fn transaction_results(
+    response: &Value,
+    requests: usize,
+) -> Vec<Result<(ItemStatus, String)>> {
+    let entries = response
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if entries.len() != requests {
+        let e = Error::Http {
+            status: 200,
+            message: format!(
+                "transaction response has {} entries for {requests} requests",
+                entries.len(),
+            ),
+            outcome: None,
+        };
+        return (0..requests).map(|_| Err(e.clone())).collect();
+    }
+    entries.iter().map(bundle_entry_result).collect()
+}
+
 /// One entry of a `transaction-response`: `201` created, `200` an existing match.
 fn bundle_entry_result(entry: &Value) -> Result<(ItemStatus, String)> {
     let status = entry
@@ -1107,6 +1115,7 @@ fn bundle_entry_result(entry: &Value) -> Result<(ItemStatus, String)> {
     let id = entry
         .pointer("/resource/id")
         .and_then(Value::as_str)
+        .filter(|id| !id.trim().is_empty())
         .map(str::to_owned)
         .or_else(|| {
             entry

@@ -23,6 +23,7 @@ pub use systems::{
 };
 
 mod client;
+pub(crate) use client::transaction_results;
 
 pub use json::lab_catalog_json;
 

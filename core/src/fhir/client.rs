@@ -726,7 +726,12 @@ pub fn id_from_location(location: &str, resource_type: &str) -> Option<String> {
 
 /// The body with its `id`: from the body, or else the `Location` header applied to what was sent.
 fn with_id(answer: Answer, sent: &Value) -> Result<Value> {
-    if answer.body.get("id").and_then(Value::as_str).is_some() {
+    if answer
+        .body
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| !id.trim().is_empty())
+    {
         return Ok(answer.body);
     }
     let rt = sent
