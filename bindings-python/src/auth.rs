@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use cibmtr_fhir::auth::{self as core, ClientAuthMethod, KeyAlgorithm, TokenStore};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use serde_json::Value;
 
-use crate::convert::{Json, epoch_time, py_to_json};
-use crate::error::OrRaise;
+use crate::convert::{Json, epoch_time, py_to_json, str_list};
+use crate::error::{OrRaise, wrong_type};
 use crate::http::HttpConfig;
 use crate::runtime::{awaitable, awaitable_ready_first, wait, wait_ready_first};
 
@@ -230,14 +229,14 @@ fn key_text(key: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = key.extract::<String>() {
         return Ok(s);
     }
-    let jwk = py_to_json(key, "private_key").or_raise()?;
-    match jwk {
-        Value::Object(_) => Ok(jwk.to_string()),
-        _ => Err(crate::error::to_py_err(crate::error::invalid(
+    if !key.is_instance_of::<PyDict>() {
+        return Err(wrong_type(
             "private_key",
-            "must be a PEM string or a JWK (str or dict)",
-        ))),
+            "a PEM string or a JWK (str or dict)",
+            key,
+        ));
     }
+    Ok(py_to_json(key, "private_key").or_raise()?.to_string())
 }
 
 /// SMART App Launch (standalone): `authorization_url()` gives the URL for the user's browser
@@ -384,10 +383,11 @@ pub fn register_client(
     py: Python<'_>,
     registration_url: &str,
     client_name: &str,
-    redirect_uris: Vec<String>,
+    redirect_uris: &Bound<'_, PyAny>,
     scope: &str,
     http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<RegisteredClient> {
+    let redirect_uris = str_list(redirect_uris, "redirect_uris")?;
     let http = HttpConfig::client_or_default(http);
     let inner = wait(
         py,
@@ -403,10 +403,11 @@ pub fn aregister_client<'py>(
     py: Python<'py>,
     registration_url: String,
     client_name: String,
-    redirect_uris: Vec<String>,
+    redirect_uris: &Bound<'_, PyAny>,
     scope: String,
     http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let redirect_uris = str_list(redirect_uris, "redirect_uris")?;
     let http = HttpConfig::client_or_default(http);
     awaitable(py, async move {
         let inner = core::register_client(
@@ -428,10 +429,11 @@ pub fn register_public_client(
     py: Python<'_>,
     registration_url: &str,
     client_name: &str,
-    redirect_uris: Vec<String>,
+    redirect_uris: &Bound<'_, PyAny>,
     scope: &str,
     http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<RegisteredClient> {
+    let redirect_uris = str_list(redirect_uris, "redirect_uris")?;
     let http = HttpConfig::client_or_default(http);
     let inner = wait(
         py,
@@ -447,10 +449,11 @@ pub fn aregister_public_client<'py>(
     py: Python<'py>,
     registration_url: String,
     client_name: String,
-    redirect_uris: Vec<String>,
+    redirect_uris: &Bound<'_, PyAny>,
     scope: String,
     http: Option<&Bound<'_, HttpConfig>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let redirect_uris = str_list(redirect_uris, "redirect_uris")?;
     let http = HttpConfig::client_or_default(http);
     awaitable(py, async move {
         let inner = core::register_public_client(

@@ -11,12 +11,12 @@ use cibmtr_fhir::cibmtr::{
 use cibmtr_fhir::fhir::FhirVersion;
 use cibmtr_fhir::journal::{BatchInfo, Journal, JournalPart};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use serde_json::{Map, Value, json};
 
 use crate::auth::TokenProvider;
-use crate::convert::{Json, JsonList, json_to_py, py_to_json};
-use crate::error::{OrRaise, invalid, to_py_err};
+use crate::convert::{Accepts, Json, JsonList, check_args, json_to_py, py_to_json};
+use crate::error::{OrRaise, invalid, to_py_err, wrong_type};
 use crate::fhir::FhirClient;
 use crate::http::HttpConfig;
 use crate::runtime::{awaitable, wait, with_python};
@@ -41,6 +41,24 @@ fn object(fields: &[(&str, Option<&Bound<'_, PyAny>>)]) -> Result<Value, Error> 
         }
     }
     Ok(Value::Object(map))
+}
+
+/// The types of a lab's text arguments (`TypeError` naming the argument); `value` and the
+/// reference range are left to the core, which reads numbers from str too.
+fn lab_arg_types(
+    unit: Option<&Bound<'_, PyAny>>,
+    effective: Option<&Bound<'_, PyAny>>,
+    comparator: Option<&Bound<'_, PyAny>>,
+    status: Option<&Bound<'_, PyAny>>,
+    display: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    check_args(&[
+        ("unit", unit, Accepts::Str, false),
+        ("effective", effective, Accepts::StrOrDate, false),
+        ("comparator", comparator, Accepts::Str, false),
+        ("status", status, Accepts::Str, false),
+        ("display", display, Accepts::Str, false),
+    ])
 }
 
 impl LabResult {
@@ -68,6 +86,8 @@ impl LabResult {
         status: Option<&Bound<'_, PyAny>>,
         display: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        check_args(&[("loinc", Some(loinc), Accepts::Str, true)])?;
+        lab_arg_types(Some(unit), Some(effective), comparator, status, display)?;
         let v = object(&[
             ("loinc", Some(loinc)),
             ("value", Some(value)),
@@ -358,6 +378,22 @@ fn demographics(
     cibmtr_team: Option<&Bound<'_, PyAny>>,
     cibmtr_iubmid: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Demographics> {
+    use Accepts::{Int, Str, StrOrDate, StrOrList};
+    check_args(&[
+        ("first_name", Some(first_name), Str, true),
+        ("last_name", Some(last_name), Str, true),
+        ("birth_date", Some(birth_date), StrOrDate, true),
+        ("gender", Some(gender), Str, true),
+        ("ssn", ssn, Str, false),
+        ("race", race, StrOrList, false),
+        ("ethnicity", ethnicity, Str, false),
+        ("mothers_maiden_name", mothers_maiden_name, Str, false),
+        ("nmdp_rid", nmdp_rid, Int, false),
+        ("ebmt_cic", ebmt_cic, Str, false),
+        ("ebmt_id", ebmt_id, Str, false),
+        ("cibmtr_team", cibmtr_team, Int, false),
+        ("cibmtr_iubmid", cibmtr_iubmid, Str, false),
+    ])?;
     let v = object(&[
         ("first_name", Some(first_name)),
         ("last_name", Some(last_name)),
@@ -391,6 +427,14 @@ fn one_lab(
     if lab_or_loinc.cast::<LabResult>().is_ok() || lab_or_loinc.cast::<PyDict>().is_ok() {
         return LabResult::extract(lab_or_loinc).or_raise();
     }
+    if !lab_or_loinc.is_instance_of::<PyString>() {
+        return Err(wrong_type(
+            "lab_or_loinc",
+            "a LabResult, a dict or a LOINC code (str)",
+            lab_or_loinc,
+        ));
+    }
+    lab_arg_types(unit, effective, comparator, status, display)?;
     let (low, high) = match reference_range.filter(|r| !r.is_none()) {
         None => (None, None),
         Some(r) => {
@@ -418,27 +462,38 @@ fn one_lab(
     core::LabResult::from_json(&v).or_raise()
 }
 
+const LABS: &str = "an iterable of dicts or LabResults";
+
 /// The items of `submit_labs`: each a `LabResult` or a dict; one that cannot be read becomes a
 /// failed item of the report, not an exception.
 fn lab_inputs(labs: &Bound<'_, PyAny>) -> PyResult<Vec<cibmtr_fhir::Result<core::LabResult>>> {
+    if labs.is_instance_of::<PyString>() || labs.is_instance_of::<PyDict>() {
+        return Err(wrong_type("labs", LABS, labs));
+    }
     let mut out = Vec::new();
-    for item in labs.try_iter()? {
+    for item in labs
+        .try_iter()
+        .map_err(|_| wrong_type("labs", LABS, labs))?
+    {
         out.push(LabResult::extract(&item?));
     }
     Ok(out)
 }
 
 fn options(
-    concurrency: usize,
+    concurrency: i64,
     use_bundles: bool,
-    bundle_size: usize,
+    bundle_size: i64,
     progress: Option<Py<PyAny>>,
     journal: Option<JournalPart>,
 ) -> SubmitOptions {
+    // A negative count reaches the core as 0, whose rule names the field ("must be at least 1"),
+    // rather than failing the conversion to usize with an OverflowError.
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
     SubmitOptions {
-        concurrency,
+        concurrency: count(concurrency),
         use_bundles,
-        bundle_size,
+        bundle_size: count(bundle_size),
         progress: progress.map(progress_fn),
         journal,
     }
@@ -736,10 +791,10 @@ impl CibmtrClient {
         py: Python<'_>,
         crid: i64,
         labs: &Bound<'_, PyAny>,
-        concurrency: usize,
+        concurrency: i64,
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
-        bundle_size: usize,
+        bundle_size: i64,
         journal: Option<PathBuf>,
         resume: Option<String>,
     ) -> PyResult<SubmissionReport> {
@@ -757,10 +812,10 @@ impl CibmtrClient {
         py: Python<'py>,
         crid: i64,
         labs: &Bound<'_, PyAny>,
-        concurrency: usize,
+        concurrency: i64,
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
-        bundle_size: usize,
+        bundle_size: i64,
         journal: Option<PathBuf>,
         resume: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -783,10 +838,10 @@ impl CibmtrClient {
         py: Python<'_>,
         crid: i64,
         path: PathBuf,
-        concurrency: usize,
+        concurrency: i64,
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
-        bundle_size: usize,
+        bundle_size: i64,
         journal: Option<PathBuf>,
         resume: Option<String>,
     ) -> PyResult<SubmissionReport> {
@@ -807,10 +862,10 @@ impl CibmtrClient {
         py: Python<'py>,
         crid: i64,
         path: PathBuf,
-        concurrency: usize,
+        concurrency: i64,
         progress: Option<Py<PyAny>>,
         use_bundles: bool,
-        bundle_size: usize,
+        bundle_size: i64,
         journal: Option<PathBuf>,
         resume: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {

@@ -7,7 +7,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use serde_json::{Map, Number, Value};
 
-use crate::error::invalid;
+use crate::error::{OrRaise, invalid, wrong_type};
 
 /// A JSON value on its way to Python (the result type of awaitables).
 pub struct Json(pub Value);
@@ -174,15 +174,94 @@ fn iso(obj: &Bound<'_, PyAny>, field: &str) -> Result<Value, Error> {
         .map_err(|_| invalid(field, "could not be written as ISO 8601"))
 }
 
+/// The Python types an argument read as JSON may have, checked before its value is read so that
+/// a wrong type is a `TypeError` naming the argument (a wrong value stays the core's
+/// `ValidationError`).
+#[derive(Clone, Copy)]
+pub enum Accepts {
+    /// `str`.
+    Str,
+    /// `int` (or an integer-like such as a numpy integer), not `bool`.
+    Int,
+    /// `str` (ISO 8601) or a `date` / `datetime`.
+    StrOrDate,
+    /// `str` or a list / tuple of them.
+    StrOrList,
+}
+
+impl Accepts {
+    fn expected(self) -> &'static str {
+        match self {
+            Accepts::Str => "a str",
+            Accepts::Int => "an int",
+            Accepts::StrOrDate => "a str or a date",
+            Accepts::StrOrList => "a str or a list of str",
+        }
+    }
+
+    fn admits(self, obj: &Bound<'_, PyAny>) -> bool {
+        let is_str = obj.is_instance_of::<PyString>();
+        match self {
+            Accepts::Str => is_str,
+            Accepts::Int => {
+                !obj.is_instance_of::<PyBool>()
+                    && (obj.is_instance_of::<PyInt>() || obj.hasattr("__index__").unwrap_or(false))
+            }
+            Accepts::StrOrDate => {
+                is_str
+                    || DATE
+                        .import(obj.py(), "datetime", "date")
+                        .and_then(|t| obj.is_instance(t))
+                        .unwrap_or(false)
+            }
+            Accepts::StrOrList => {
+                is_str || obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()
+            }
+        }
+    }
+}
+
+/// Checks the types of arguments: `(name, value, accepts, required)`; a missing optional one
+/// (None) passes, a required one must be there.
+pub fn check_args(args: &[(&str, Option<&Bound<'_, PyAny>>, Accepts, bool)]) -> PyResult<()> {
+    for (name, value, accepts, required) in args {
+        match value {
+            Some(v) if v.is_none() && !required => {}
+            Some(v) if !accepts.admits(v) => return Err(wrong_type(name, accepts.expected(), v)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A dict argument (a resource, a Bundle) as a JSON object; anything else is a `TypeError`.
+pub fn dict_arg(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Value> {
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(wrong_type(field, "a dict", obj));
+    }
+    py_to_json(obj, field).or_raise()
+}
+
+/// A list of str (`redirect_uris`): a lone str is a `TypeError` rather than a list of letters.
+pub fn str_list(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Vec<String>> {
+    let wrong = || wrong_type(field, "a list of str", obj);
+    if obj.is_instance_of::<PyString>() {
+        return Err(wrong());
+    }
+    let mut out = Vec::new();
+    for item in obj.try_iter().map_err(|_| wrong())? {
+        out.push(item?.extract::<String>().map_err(|_| wrong())?);
+    }
+    Ok(out)
+}
+
 /// Query parameters from a dict (a list value repeats the parameter) or a sequence of pairs;
 /// values may be str, int, float or date/datetime.
-pub fn query_pairs(
-    obj: Option<&Bound<'_, PyAny>>,
-    field: &str,
-) -> Result<Vec<(String, String)>, Error> {
+pub fn query_pairs(obj: Option<&Bound<'_, PyAny>>, field: &str) -> PyResult<Vec<(String, String)>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else {
         return Ok(Vec::new());
     };
+    let shape = || wrong_type(field, "a dict or a list of (name, value) pairs", obj);
     let text = |v: &Bound<'_, PyAny>, name: &str| -> Result<String, Error> {
         match py_to_json(v, name)? {
             Value::String(s) => Ok(s),
@@ -211,18 +290,18 @@ pub fn query_pairs(
     };
     if let Ok(d) = obj.cast::<PyDict>() {
         for (k, v) in d.iter() {
-            push(&k, &v)?;
+            push(&k, &v).or_raise()?;
         }
         return Ok(out);
     }
-    let pairs = obj
-        .try_iter()
-        .map_err(|_| invalid(field, "must be a dict or a list of (name, value) pairs"))?;
+    if obj.is_instance_of::<PyString>() {
+        return Err(shape());
+    }
+    let pairs = obj.try_iter().map_err(|_| shape())?;
     for pair in pairs {
-        let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair
-            .and_then(|p| p.extract())
-            .map_err(|_| invalid(field, "must be a dict or a list of (name, value) pairs"))?;
-        push(&k, &v)?;
+        let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            pair.and_then(|p| p.extract()).map_err(|_| shape())?;
+        push(&k, &v).or_raise()?;
     }
     Ok(out)
 }

@@ -5,8 +5,10 @@
 //! contain secrets, so nothing here needs redacting.
 use cibmtr_fhir::Error;
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::convert::json_to_py;
 use crate::runtime::with_python;
@@ -17,12 +19,36 @@ create_exception!(
     PyException,
     "Base class of every error the SDK raises. Attributes: `code` (VALIDATION, AUTH, RATE_LIMITED, HTTP, NETWORK or CONFIG) and `message`."
 );
-create_exception!(
-    cibmtr_fhir,
-    ValidationError,
-    CibmtrFhirError,
-    "Bad input, refused before anything was sent. Attributes: `field` (the offending argument or key) and `rule` (what it must be)."
-);
+/// `ValidationError` is a `CibmtrFhirError` and a `ValueError` (bad values are `ValueError`s in
+/// Python), so `create_exception!`, which takes one base, cannot make it: it is made once with
+/// `type(name, bases, dict)`.
+static VALIDATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+const VALIDATION_DOC: &str = "Bad input, refused before anything was sent; also a ValueError. Attributes: `field` (the offending argument or key) and `rule` (what it must be).";
+
+fn validation_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    VALIDATION_ERROR
+        .get_or_try_init(py, || {
+            let bases = PyTuple::new(
+                py,
+                [
+                    py.get_type::<CibmtrFhirError>(),
+                    py.get_type::<PyValueError>(),
+                ],
+            )?;
+            let dict = PyDict::new(py);
+            dict.set_item("__doc__", VALIDATION_DOC)?;
+            dict.set_item("__module__", "cibmtr_fhir")?;
+            Ok::<_, PyErr>(
+                py.get_type::<PyType>()
+                    .call1(("ValidationError", bases, dict))?
+                    .cast_into::<PyType>()?
+                    .unbind(),
+            )
+        })
+        .map(|t| t.bind(py))
+}
+
 create_exception!(
     cibmtr_fhir,
     AuthError,
@@ -60,7 +86,10 @@ pub fn to_py_err(e: Error) -> PyErr {
     with_python(|py| {
         let message = e.to_string();
         let err = match &e {
-            Error::Validation { .. } => ValidationError::new_err(message.clone()),
+            Error::Validation { .. } => match validation_error(py) {
+                Ok(t) => PyErr::from_type(t.clone(), message.clone()),
+                Err(e) => return e,
+            },
             Error::Auth { .. } => AuthError::new_err(message.clone()),
             Error::RateLimited { .. } => RateLimitedError::new_err(message.clone()),
             Error::Http { .. } => HttpError::new_err(message.clone()),
@@ -132,10 +161,24 @@ pub fn invalid(field: &str, rule: impl Into<String>) -> Error {
     }
 }
 
+/// The `TypeError` of an argument of the wrong Python type: `{field} must be {expected}, not
+/// {type}` (the parameter named in the message itself, on every Python version).
+pub fn wrong_type(field: &str, expected: &str, obj: &Bound<'_, PyAny>) -> PyErr {
+    let got = if obj.is_none() {
+        "None".to_owned()
+    } else {
+        obj.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    };
+    PyTypeError::new_err(format!("{field} must be {expected}, not {got}"))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("CibmtrFhirError", py.get_type::<CibmtrFhirError>())?;
-    m.add("ValidationError", py.get_type::<ValidationError>())?;
+    m.add("ValidationError", validation_error(py)?)?;
     m.add("AuthError", py.get_type::<AuthError>())?;
     m.add("RateLimitedError", py.get_type::<RateLimitedError>())?;
     m.add("HttpError", py.get_type::<HttpError>())?;

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 
 use crate::auth::TokenProvider;
-use crate::convert::{Json, JsonList, borrowed, py_to_json, query_pairs};
+use crate::convert::{Json, JsonList, borrowed, dict_arg, query_pairs};
 use crate::error::OrRaise;
 use crate::http::HttpConfig;
 use crate::runtime::{Born, awaitable, awaitable_py, wait};
@@ -49,7 +49,7 @@ impl FhirClient {
         if let Some(a) = &auth {
             b = b.auth(&a.provider);
         }
-        for (k, v) in query_pairs(default_params, "default_params").or_raise()? {
+        for (k, v) in query_pairs(default_params, "default_params")? {
             b = b.default_param(k, v);
         }
         Ok(FhirClient::wrap(b.build().or_raise()?))
@@ -94,7 +94,7 @@ impl FhirClient {
         resource_type: &str,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<ResourceIterator> {
-        let pairs = query_pairs(params, "params").or_raise()?;
+        let pairs = query_pairs(params, "params")?;
         Ok(ResourceIterator::new(
             self.core()?.search(resource_type, &borrowed(&pairs)),
         ))
@@ -118,7 +118,7 @@ impl FhirClient {
         resource_type: &str,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<JsonList> {
-        let pairs = query_pairs(params, "params").or_raise()?;
+        let pairs = query_pairs(params, "params")?;
         wait(
             py,
             self.core()?.search_all(resource_type, &borrowed(&pairs)),
@@ -134,7 +134,7 @@ impl FhirClient {
         resource_type: String,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let pairs = query_pairs(params, "params").or_raise()?;
+        let pairs = query_pairs(params, "params")?;
         let c = self.core()?.clone();
         awaitable(py, async move {
             c.search_all(&resource_type, &borrowed(&pairs))
@@ -151,7 +151,7 @@ impl FhirClient {
         resource_type: &str,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Json> {
-        let pairs = query_pairs(params, "params").or_raise()?;
+        let pairs = query_pairs(params, "params")?;
         wait(
             py,
             self.core()?.search_page(resource_type, &borrowed(&pairs)),
@@ -167,7 +167,7 @@ impl FhirClient {
         resource_type: String,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let pairs = query_pairs(params, "params").or_raise()?;
+        let pairs = query_pairs(params, "params")?;
         let c = self.core()?.clone();
         awaitable(py, async move {
             c.search_page(&resource_type, &borrowed(&pairs))
@@ -178,7 +178,7 @@ impl FhirClient {
 
     /// The next page of a Bundle, or None on the last page.
     fn next_page(&self, py: Python<'_>, bundle: &Bound<'_, PyAny>) -> PyResult<Option<Json>> {
-        let b = py_to_json(bundle, "bundle").or_raise()?;
+        let b = dict_arg(bundle, "bundle")?;
         wait(py, self.core()?.next_page(&b)).map(|p| p.map(Json))
     }
 
@@ -188,7 +188,7 @@ impl FhirClient {
         py: Python<'py>,
         bundle: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let b = py_to_json(bundle, "bundle").or_raise()?;
+        let b = dict_arg(bundle, "bundle")?;
         let c = self.core()?.clone();
         awaitable(
             py,
@@ -200,7 +200,7 @@ impl FhirClient {
     /// once it may have reached the server: use `create_if_none_exist` when a repeat must not
     /// create twice.
     fn create(&self, py: Python<'_>, resource: &Bound<'_, PyAny>) -> PyResult<Json> {
-        let r = py_to_json(resource, "resource").or_raise()?;
+        let r = dict_arg(resource, "resource")?;
         wait(py, self.core()?.create(&r)).map(Json)
     }
 
@@ -210,7 +210,7 @@ impl FhirClient {
         py: Python<'py>,
         resource: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let r = py_to_json(resource, "resource").or_raise()?;
+        let r = dict_arg(resource, "resource")?;
         let c = self.core()?.clone();
         awaitable(py, async move { c.create(&r).await.map(Json) })
     }
@@ -223,7 +223,7 @@ impl FhirClient {
         resource: &Bound<'_, PyAny>,
         query: &str,
     ) -> PyResult<(Json, bool)> {
-        let r = py_to_json(resource, "resource").or_raise()?;
+        let r = dict_arg(resource, "resource")?;
         wait(py, self.core()?.create_if_none_exist(&r, query)).map(created)
     }
 
@@ -234,7 +234,7 @@ impl FhirClient {
         resource: &Bound<'_, PyAny>,
         query: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let r = py_to_json(resource, "resource").or_raise()?;
+        let r = dict_arg(resource, "resource")?;
         let c = self.core()?.clone();
         awaitable(py, async move {
             c.create_if_none_exist(&r, &query).await.map(created)
@@ -243,7 +243,7 @@ impl FhirClient {
 
     /// `PUT {base}/{resourceType}/{id}` with the resource's own `id`.
     fn update(&self, py: Python<'_>, resource: &Bound<'_, PyAny>) -> PyResult<Json> {
-        let r = py_to_json(resource, "resource").or_raise()?;
+        let r = dict_arg(resource, "resource")?;
         wait(py, self.core()?.update(&r)).map(Json)
     }
 
@@ -253,14 +253,14 @@ impl FhirClient {
         py: Python<'py>,
         resource: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let r = py_to_json(resource, "resource").or_raise()?;
+        let r = dict_arg(resource, "resource")?;
         let c = self.core()?.clone();
         awaitable(py, async move { c.update(&r).await.map(Json) })
     }
 
     /// `POST {base}` of a batch or transaction Bundle; returns the response Bundle.
     fn transaction(&self, py: Python<'_>, bundle: &Bound<'_, PyAny>) -> PyResult<Json> {
-        let b = py_to_json(bundle, "bundle").or_raise()?;
+        let b = dict_arg(bundle, "bundle")?;
         wait(py, self.core()?.transaction(&b)).map(Json)
     }
 
@@ -270,7 +270,7 @@ impl FhirClient {
         py: Python<'py>,
         bundle: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let b = py_to_json(bundle, "bundle").or_raise()?;
+        let b = dict_arg(bundle, "bundle")?;
         let c = self.core()?.clone();
         awaitable(py, async move { c.transaction(&b).await.map(Json) })
     }

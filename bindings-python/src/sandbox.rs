@@ -229,6 +229,17 @@ impl Sandbox {
         self.with(|sb| JsonList(sb.observations()))
     }
 
+    /// Every secret and piece of patient data this sandbox has seen or issued, for leak tests
+    /// (a list of str, sorted): its own client secrets, password and private key (whole and line
+    /// by line); every access and refresh token it issued; every authorization code, PKCE
+    /// verifier, client assertion, client secret and password presented to it; and every string
+    /// of the demographics sent to its CRID service except the gender. Values shorter than 6
+    /// characters are left out, so use test names at least that long. Scan your program's
+    /// output, logs and exceptions for these: none should appear. `repr` never shows them.
+    fn secrets_seen(&self) -> PyResult<Vec<String>> {
+        self.with(|sb| sb.secrets_seen())
+    }
+
     /// Stops the server (idempotent).
     fn stop(&self) {
         let stopped = self
