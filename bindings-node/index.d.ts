@@ -370,6 +370,16 @@ export declare class Sandbox {
   observations(): Resource[]
   /** Every resource of a FHIR store (`cibmtr`, `msk` or `aidbox`). */
   fhirResources(store: 'cibmtr' | 'msk' | 'aidbox'): Resource[]
+  /**
+   * Every secret and piece of patient data this sandbox has seen, for leak tests: its own
+   * client secrets, password and private key (whole and line by line), every access and
+   * refresh token it issued, every authorization code, PKCE verifier, client assertion,
+   * client secret and password presented to it, and every string of the demographics sent to
+   * its CRID service except the gender. Values shorter than 6 characters are left out (they
+   * would match innocent text), so a leak test should use names at least that long. Scan
+   * your program's output for each: a hit is a leak.
+   */
+  secretsSeen(): Array<string>
   toJSON(): any
 }
 

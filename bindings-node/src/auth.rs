@@ -11,8 +11,34 @@ use napi::Env;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::args::{self, HTTP_ONLY, Kind, text};
 use crate::error::{CoreResult, OrThrow, invalid, settle, settle_now_or_later};
-use crate::http::{self, HttpConfig};
+use crate::http::{self, HTTP_CONFIG, HttpConfig};
+
+/// `builder` with the `tokenStore` and `http` options every flow takes.
+macro_rules! store_and_http {
+    ($env:expr, $builder:expr, $options:ident) => {{
+        let b = $builder.token_store(store($options.token_store).or_throw($env)?);
+        match http::client($options.http).or_throw($env)? {
+            Some(h) => b.http(h),
+            None => b,
+        }
+    }};
+}
+
+/// The JavaScript types of the options every flow shares.
+macro_rules! flow_options {
+    ($name:literal $(, $key:literal => $kind:expr)* $(,)?) => {
+        Kind::Options(
+            $name,
+            &[
+                $(($key, $kind),)*
+                ("tokenStore", Kind::Text),
+                ("http", HTTP_CONFIG),
+            ],
+        )
+    };
+}
 
 /// Counters of a flow's token cache.
 #[napi(object, object_from_js = false)]
@@ -134,20 +160,25 @@ impl PasswordGrant {
     #[napi(constructor)]
     pub fn new(
         env: Env,
-        token_url: String,
-        client_id: String,
-        client_secret: String,
-        username: String,
-        password: String,
-        options: Option<PasswordGrantOptions>,
+        #[napi(ts_arg_type = "string")] token_url: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] client_id: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] client_secret: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] username: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] password: Unknown<'_>,
+        #[napi(ts_arg_type = "PasswordGrantOptions | undefined | null")] options: Option<
+            Unknown<'_>,
+        >,
     ) -> Result<Self> {
-        let o = options.unwrap_or_default();
-        let mut b =
-            auth::PasswordGrant::builder(token_url, client_id, client_secret, username, password)
-                .token_store(store(o.token_store).or_throw(&env)?);
-        if let Some(h) = http::client(o.http).or_throw(&env)? {
-            b = b.http(h);
-        }
+        const OPTIONS: Kind = flow_options!("PasswordGrantOptions", "scope" => Kind::Text);
+        let mut b = auth::PasswordGrant::builder(
+            text(&env, "tokenUrl", token_url)?,
+            text(&env, "clientId", client_id)?,
+            text(&env, "clientSecret", client_secret)?,
+            text(&env, "username", username)?,
+            text(&env, "password", password)?,
+        );
+        let o: PasswordGrantOptions = args::options(&env, &OPTIONS, options)?;
+        b = store_and_http!(&env, b, o);
         if let Some(s) = o.scope {
             b = b.scope(s);
         }
@@ -185,17 +216,25 @@ impl ClientCredentials {
     #[napi(constructor)]
     pub fn new(
         env: Env,
-        token_url: String,
-        client_id: String,
-        client_secret: String,
-        options: Option<ClientCredentialsOptions>,
+        #[napi(ts_arg_type = "string")] token_url: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] client_id: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] client_secret: Unknown<'_>,
+        #[napi(ts_arg_type = "ClientCredentialsOptions | undefined | null")] options: Option<
+            Unknown<'_>,
+        >,
     ) -> Result<Self> {
-        let o = options.unwrap_or_default();
-        let mut b = auth::ClientCredentials::builder(token_url, client_id, client_secret)
-            .token_store(store(o.token_store).or_throw(&env)?);
-        if let Some(h) = http::client(o.http).or_throw(&env)? {
-            b = b.http(h);
-        }
+        const OPTIONS: Kind = flow_options!(
+            "ClientCredentialsOptions",
+            "scope" => Kind::Text,
+            "authMethod" => Kind::Text,
+        );
+        let mut b = auth::ClientCredentials::builder(
+            text(&env, "tokenUrl", token_url)?,
+            text(&env, "clientId", client_id)?,
+            text(&env, "clientSecret", client_secret)?,
+        );
+        let o: ClientCredentialsOptions = args::options(&env, &OPTIONS, options)?;
+        b = store_and_http!(&env, b, o);
         if let Some(s) = o.scope {
             b = b.scope(s);
         }
@@ -243,17 +282,27 @@ impl BackendServices {
     #[napi(constructor)]
     pub fn new(
         env: Env,
-        client_id: String,
-        private_key: String,
-        options: Option<BackendServicesOptions>,
+        #[napi(ts_arg_type = "string")] client_id: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] private_key: Unknown<'_>,
+        #[napi(ts_arg_type = "BackendServicesOptions | undefined | null")] options: Option<
+            Unknown<'_>,
+        >,
     ) -> Result<Self> {
-        let o = options.unwrap_or_default();
-        let mut b = auth::BackendServices::builder(client_id, private_key)
-            .algorithm(algorithm(o.algorithm).or_throw(&env)?)
-            .token_store(store(o.token_store).or_throw(&env)?);
-        if let Some(h) = http::client(o.http).or_throw(&env)? {
-            b = b.http(h);
-        }
+        const OPTIONS: Kind = flow_options!(
+            "BackendServicesOptions",
+            "tokenUrl" => Kind::Text,
+            "fhirBase" => Kind::Text,
+            "keyId" => Kind::Text,
+            "algorithm" => Kind::Text,
+            "scope" => Kind::Text,
+        );
+        let b = auth::BackendServices::builder(
+            text(&env, "clientId", client_id)?,
+            text(&env, "privateKey", private_key)?,
+        );
+        let o: BackendServicesOptions = args::options(&env, &OPTIONS, options)?;
+        let b = b.algorithm(algorithm(o.algorithm).or_throw(&env)?);
+        let mut b = store_and_http!(&env, b, o);
         if let Some(u) = o.token_url {
             b = b.token_url(u);
         }
@@ -321,17 +370,28 @@ impl AuthorizationCode {
     #[napi(constructor)]
     pub fn new(
         env: Env,
-        client_id: String,
-        redirect_uri: String,
-        scope: String,
-        options: Option<AuthorizationCodeOptions>,
+        #[napi(ts_arg_type = "string")] client_id: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] redirect_uri: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] scope: Unknown<'_>,
+        #[napi(ts_arg_type = "AuthorizationCodeOptions | undefined | null")] options: Option<
+            Unknown<'_>,
+        >,
     ) -> Result<Self> {
-        let o = options.unwrap_or_default();
-        let mut b = auth::AuthorizationCode::builder(client_id, redirect_uri, scope)
-            .token_store(store(o.token_store).or_throw(&env)?);
-        if let Some(h) = http::client(o.http).or_throw(&env)? {
-            b = b.http(h);
-        }
+        const OPTIONS: Kind = flow_options!(
+            "AuthorizationCodeOptions",
+            "clientSecret" => Kind::Text,
+            "fhirBase" => Kind::Text,
+            "authorizeUrl" => Kind::Text,
+            "tokenUrl" => Kind::Text,
+            "session" => Kind::Text,
+        );
+        let mut b = auth::AuthorizationCode::builder(
+            text(&env, "clientId", client_id)?,
+            text(&env, "redirectUri", redirect_uri)?,
+            text(&env, "scope", scope)?,
+        );
+        let o: AuthorizationCodeOptions = args::options(&env, &OPTIONS, options)?;
+        b = store_and_http!(&env, b, o);
         if let Some(s) = o.client_secret {
             b = b.client_secret(s);
         }
@@ -362,7 +422,12 @@ impl AuthorizationCode {
     /// Finishes the login from the URL the browser was redirected to: checks `state`, exchanges
     /// the code.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn complete(&self, env: Env, redirect_url: String) -> Result<AsyncBlock<()>> {
+    pub fn complete(
+        &self,
+        env: Env,
+        #[napi(ts_arg_type = "string")] redirect_url: Unknown<'_>,
+    ) -> Result<AsyncBlock<()>> {
+        let redirect_url = text(&env, "redirectUrl", redirect_url)?;
         let flow = self.inner.clone();
         settle(&env, async move { flow.complete(&redirect_url).await })
     }
@@ -434,17 +499,52 @@ pub struct RegisterClientOptions {
     pub http: Option<HttpConfig>,
 }
 
-/// Registers a confidential client (RFC 7591 dynamic registration).
-#[napi]
-pub fn register_client(
-    env: Env,
+const REGISTER_OPTIONS: Kind = Kind::Options("RegisterClientOptions", HTTP_ONLY);
+
+/// The positional arguments of `registerClient` and `registerPublicClient`.
+struct Registration {
     registration_url: String,
     client_name: String,
     redirect_uris: Vec<String>,
     scope: String,
-    options: Option<RegisterClientOptions>,
+}
+
+impl Registration {
+    fn new(
+        env: &Env,
+        registration_url: Unknown<'_>,
+        client_name: Unknown<'_>,
+        redirect_uris: Unknown<'_>,
+        scope: Unknown<'_>,
+    ) -> Result<Self> {
+        Ok(Registration {
+            registration_url: text(env, "registrationUrl", registration_url)?,
+            client_name: text(env, "clientName", client_name)?,
+            redirect_uris: args::arg(env, "redirectUris", &Kind::Texts, redirect_uris)?,
+            scope: text(env, "scope", scope)?,
+        })
+    }
+}
+
+/// Registers a confidential client (RFC 7591 dynamic registration).
+#[napi]
+pub fn register_client(
+    env: Env,
+    #[napi(ts_arg_type = "string")] registration_url: Unknown<'_>,
+    #[napi(ts_arg_type = "string")] client_name: Unknown<'_>,
+    #[napi(ts_arg_type = "Array<string>")] redirect_uris: Unknown<'_>,
+    #[napi(ts_arg_type = "string")] scope: Unknown<'_>,
+    #[napi(ts_arg_type = "RegisterClientOptions | undefined | null")] options: Option<Unknown<'_>>,
 ) -> Result<AsyncBlock<RegisteredClient>> {
-    let config = options.unwrap_or_default().http;
+    let registration =
+        Registration::new(&env, registration_url, client_name, redirect_uris, scope)?;
+    let config = args::options::<RegisterClientOptions>(&env, &REGISTER_OPTIONS, options)?.http;
+    let Registration {
+        registration_url,
+        client_name,
+        redirect_uris,
+        scope,
+    } = registration;
     settle(&env, async move {
         let http = http::client_or_shared(config)?;
         let inner = auth::register_client(
@@ -463,13 +563,21 @@ pub fn register_client(
 #[napi]
 pub fn register_public_client(
     env: Env,
-    registration_url: String,
-    client_name: String,
-    redirect_uris: Vec<String>,
-    scope: String,
-    options: Option<RegisterClientOptions>,
+    #[napi(ts_arg_type = "string")] registration_url: Unknown<'_>,
+    #[napi(ts_arg_type = "string")] client_name: Unknown<'_>,
+    #[napi(ts_arg_type = "Array<string>")] redirect_uris: Unknown<'_>,
+    #[napi(ts_arg_type = "string")] scope: Unknown<'_>,
+    #[napi(ts_arg_type = "RegisterClientOptions | undefined | null")] options: Option<Unknown<'_>>,
 ) -> Result<AsyncBlock<RegisteredClient>> {
-    let config = options.unwrap_or_default().http;
+    let registration =
+        Registration::new(&env, registration_url, client_name, redirect_uris, scope)?;
+    let config = args::options::<RegisterClientOptions>(&env, &REGISTER_OPTIONS, options)?.http;
+    let Registration {
+        registration_url,
+        client_name,
+        redirect_uris,
+        scope,
+    } = registration;
     settle(&env, async move {
         let http = http::client_or_shared(config)?;
         let inner = auth::register_public_client(
@@ -525,7 +633,8 @@ impl GeneratedKey {
 /// Generates a key pair (RSA 2048 for `RS384`/`RS256`, P-384 for `ES384`) off the JavaScript
 /// thread.
 #[napi(ts_args_type = "algorithm?: KeyAlgorithm")]
-pub fn generate_key(env: Env, algorithm: Option<String>) -> Result<AsyncBlock<GeneratedKey>> {
+pub fn generate_key(env: Env, algorithm: Option<Unknown<'_>>) -> Result<AsyncBlock<GeneratedKey>> {
+    let algorithm: Option<String> = args::opt(&env, "algorithm", &Kind::Text, algorithm)?;
     settle(&env, async move {
         let alg = self::algorithm(algorithm)?;
         let inner = tokio::task::spawn_blocking(move || auth::generate_key(alg))
@@ -541,9 +650,11 @@ pub fn generate_key(env: Env, algorithm: Option<String>) -> Result<AsyncBlock<Ge
 #[napi(ts_args_type = "privateKey: string, algorithm?: KeyAlgorithm")]
 pub fn public_jwks(
     env: Env,
-    private_key: String,
-    algorithm: Option<String>,
+    private_key: Unknown<'_>,
+    algorithm: Option<Unknown<'_>>,
 ) -> Result<serde_json::Value> {
+    let private_key = text(&env, "privateKey", private_key)?;
+    let algorithm: Option<String> = args::opt(&env, "algorithm", &Kind::Text, algorithm)?;
     let alg = self::algorithm(algorithm).or_throw(&env)?;
     auth::public_jwks(&private_key, alg).or_throw(&env)
 }

@@ -13,12 +13,34 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::{Map, Value};
 
+use crate::args::{self, Kind, text};
 use crate::error::{CoreResult, ErrorInfo, OrThrow, invalid, settle};
-use crate::fhir::{AuthFlow, FhirClient, Resource, provider_of, resources};
-use crate::http::{self, HttpConfig};
+use crate::fhir::{AUTH_FLOW, AuthFlow, FhirClient, Resource, provider_of, resources};
+use crate::http::{self, HTTP_CONFIG, HttpConfig};
 
 /// A CRID as JavaScript gives it (`Crid` in TypeScript: `string | bigint | number`).
 pub type Crid = Either3<String, BigInt, f64>;
+
+/// The `crid` argument, of a type that can be a CRID.
+fn crid_arg(env: &Env, v: Unknown<'_>) -> Result<Crid> {
+    args::arg(env, "crid", &Kind::Crid, v)
+}
+
+/// An object of fields or the first of the positional ones (`demographics`, `lab`).
+const FIELDS_OR_TEXT: Kind = Kind::Either(&Kind::Object("an object of fields"), &Kind::Text);
+
+/// The keys of [`SubmitLabsOptions`] and their JavaScript types.
+const SUBMIT_LABS_OPTIONS: Kind = Kind::Options(
+    "SubmitLabsOptions",
+    &[
+        ("concurrency", Kind::Number),
+        ("useBundles", Kind::Bool),
+        ("bundleSize", Kind::Number),
+        ("progress", Kind::Function),
+        ("journal", Kind::Text),
+        ("resume", Kind::Text),
+    ],
+);
 
 /// The CRID as the core's `i64`, refusing anything that is not a whole number exactly.
 pub(crate) fn crid(value: Crid) -> CoreResult<i64> {
@@ -375,11 +397,32 @@ impl CibmtrClient {
     )]
     pub fn new(
         env: Env,
-        ccn: String,
-        auth: AuthFlow,
-        options: Option<CibmtrClientOptions>,
+        ccn: Unknown<'_>,
+        auth: Unknown<'_>,
+        options: Option<Unknown<'_>>,
     ) -> Result<Self> {
-        let o = options.unwrap_or_default();
+        const OPTIONS: Kind = Kind::Options(
+            "CibmtrClientOptions",
+            &[
+                ("environment", Kind::Text),
+                ("baseUrl", Kind::Text),
+                ("fhirPath", Kind::Text),
+                ("uriFamily", Kind::Text),
+                ("fhirVersion", Kind::Text),
+                (
+                    "labOptions",
+                    Kind::Options(
+                        "LabCheckOptions",
+                        &[("strict", Kind::Bool), ("convertUnits", Kind::Bool)],
+                    ),
+                ),
+                ("itemAttempts", Kind::Number),
+                ("http", HTTP_CONFIG),
+            ],
+        );
+        let ccn = text(&env, "ccn", ccn)?;
+        let auth: AuthFlow = args::arg(&env, "auth", &AUTH_FLOW, auth)?;
+        let o: CibmtrClientOptions = args::options(&env, &OPTIONS, options)?;
         let mut b = cibmtr::CibmtrClient::builder(ccn, &provider_of(&auth));
         if let Some(e) = o.environment {
             b = b.environment(e.parse().or_throw(&env)?);
@@ -435,12 +478,23 @@ impl CibmtrClient {
     pub fn register_crid(
         &self,
         env: Env,
-        first: Value,
-        last_name: Option<Value>,
-        birth_date: Option<Value>,
-        gender: Option<Value>,
-        options: Option<Value>,
+        first: Unknown<'_>,
+        last_name: Option<Unknown<'_>>,
+        birth_date: Option<Unknown<'_>>,
+        gender: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
     ) -> Result<AsyncBlock<String>> {
+        let first: Value = args::arg(&env, "demographics", &FIELDS_OR_TEXT, first)?;
+        let positional = |name, v| args::opt::<Value>(&env, name, &Kind::Text, v);
+        let last_name = positional("lastName", last_name)?;
+        let birth_date = positional("birthDate", birth_date)?;
+        let gender = positional("gender", gender)?;
+        let options = args::opt(
+            &env,
+            "options",
+            &Kind::Object("DemographicsOptions"),
+            options,
+        )?;
         let client = self.inner.clone();
         settle(&env, async move {
             let demographics = one_object(
@@ -460,7 +514,8 @@ impl CibmtrClient {
 
     /// The id of the recipient's de-identified Patient, created only if the server has none.
     #[napi(ts_args_type = "crid: Crid")]
-    pub fn ensure_patient(&self, env: Env, crid: Crid) -> Result<AsyncBlock<String>> {
+    pub fn ensure_patient(&self, env: Env, crid: Unknown<'_>) -> Result<AsyncBlock<String>> {
+        let crid = crid_arg(&env, crid)?;
         let client = self.inner.clone();
         settle(&env, async move {
             client.ensure_patient(self::crid(crid)?).await
@@ -490,13 +545,16 @@ impl CibmtrClient {
     pub fn submit_lab(
         &self,
         env: Env,
-        crid: Crid,
-        lab: Value,
+        crid: Unknown<'_>,
+        lab: Unknown<'_>,
         value: Option<Value>,
         unit: Option<Value>,
         effective: Option<Value>,
-        options: Option<Value>,
+        options: Option<Unknown<'_>>,
     ) -> Result<AsyncBlock<LabSubmission>> {
+        let crid = crid_arg(&env, crid)?;
+        let lab: Value = args::arg(&env, "lab", &FIELDS_OR_TEXT, lab)?;
+        let options = args::opt(&env, "options", &Kind::Object("LabInputOptions"), options)?;
         let client = self.inner.clone();
         settle(&env, async move {
             let crid = self::crid(crid)?;
@@ -520,13 +578,17 @@ impl CibmtrClient {
     pub fn submit_labs(
         &self,
         env: Env,
-        crid: Crid,
-        labs: Either<Vec<Value>, String>,
-        options: Option<SubmitLabsOptions>,
+        crid: Unknown<'_>,
+        labs: Unknown<'_>,
+        options: Option<Unknown<'_>>,
     ) -> Result<AsyncBlock<SubmissionReport>> {
+        const LABS: Kind = Kind::Either(&Kind::Object("an array of labs"), &Kind::Text);
+        let crid = crid_arg(&env, crid)?;
+        let labs: Either<Vec<Value>, String> = args::arg(&env, "labs", &LABS, labs)?;
+        let options = args::opt(&env, "options", &SUBMIT_LABS_OPTIONS, options)?;
         let labs = match labs {
             Either::A(labs) => labs,
-            Either::B(path) => return self.submit_labs_csv(env, crid, path, options),
+            Either::B(path) => return self.labs_csv(env, crid, path, options),
         };
         let (mut opts, journal) = submit_options(options).or_throw(&env)?;
         let client = self.inner.clone();
@@ -548,6 +610,21 @@ impl CibmtrClient {
     pub fn submit_labs_csv(
         &self,
         env: Env,
+        crid: Unknown<'_>,
+        path: Unknown<'_>,
+        options: Option<Unknown<'_>>,
+    ) -> Result<AsyncBlock<SubmissionReport>> {
+        let crid = crid_arg(&env, crid)?;
+        let path = text(&env, "path", path)?;
+        let options = args::opt(&env, "options", &SUBMIT_LABS_OPTIONS, options)?;
+        self.labs_csv(env, crid, path, options)
+    }
+}
+
+impl CibmtrClient {
+    fn labs_csv(
+        &self,
+        env: Env,
         crid: Crid,
         path: String,
         options: Option<SubmitLabsOptions>,
@@ -562,7 +639,10 @@ impl CibmtrClient {
             Ok(SubmissionReport::new(report, Some(&csv.lines)))
         })
     }
+}
 
+#[napi]
+impl CibmtrClient {
     /// Every Observation the server holds for the recipient (all pages).
     #[napi(ts_args_type = "crid: Crid", ts_return_type = "Promise<Resource[]>")]
     pub fn observations(&self, env: Env, crid: Crid) -> Result<AsyncBlock<Vec<Resource>>> {

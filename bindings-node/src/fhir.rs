@@ -12,13 +12,23 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
 
+use crate::args::{self, Kind, text};
 use crate::auth::{AuthorizationCode, BackendServices, ClientCredentials, PasswordGrant};
 use crate::error::{CoreResult, OrThrow, invalid, js_error, settle};
-use crate::http::{self, HttpConfig};
+use crate::http::{self, HTTP_CONFIG, HttpConfig};
+
+/// What an `auth` argument or option must be (napi then checks which flow it is).
+pub(crate) const AUTH_FLOW: Kind = Kind::Flow;
 
 /// Any of the four flows, where a client takes one (`AuthFlow` in TypeScript).
-pub type AuthFlow<'a> =
-    Either4<&'a PasswordGrant, &'a ClientCredentials, &'a BackendServices, &'a AuthorizationCode>;
+/// Class instances rather than references: napi lends references only to the arguments of the
+/// generated glue, and the flows are read from checked `Unknown` arguments ([`crate::args`]).
+pub type AuthFlow<'a> = Either4<
+    ClassInstance<'a, PasswordGrant>,
+    ClassInstance<'a, ClientCredentials>,
+    ClassInstance<'a, BackendServices>,
+    ClassInstance<'a, AuthorizationCode>,
+>;
 
 pub(crate) fn provider_of(flow: &AuthFlow<'_>) -> TokenProvider {
     match flow {
@@ -157,8 +167,22 @@ impl FhirClient {
 #[napi]
 impl FhirClient {
     #[napi(constructor)]
-    pub fn new(env: Env, base_url: String, options: Option<FhirClientOptions>) -> Result<Self> {
-        let mut b = fhir::FhirClient::builder(base_url);
+    pub fn new(
+        env: Env,
+        #[napi(ts_arg_type = "string")] base_url: Unknown<'_>,
+        #[napi(ts_arg_type = "FhirClientOptions | undefined | null")] options: Option<Unknown<'_>>,
+    ) -> Result<Self> {
+        const OPTIONS: Kind = Kind::Options(
+            "FhirClientOptions",
+            &[
+                ("auth", AUTH_FLOW),
+                ("fhirVersion", Kind::Text),
+                ("defaultParams", Kind::TextMap),
+                ("http", HTTP_CONFIG),
+            ],
+        );
+        let mut b = fhir::FhirClient::builder(text(&env, "baseUrl", base_url)?);
+        let options: Option<FhirClientOptions> = args::opt(&env, "options", &OPTIONS, options)?;
         if let Some(o) = options {
             if let Some(flow) = &o.auth {
                 b = b.auth(&provider_of(flow));
@@ -191,9 +215,11 @@ impl FhirClient {
     pub fn read(
         &self,
         env: Env,
-        resource_type: String,
-        id: String,
+        #[napi(ts_arg_type = "string")] resource_type: Unknown<'_>,
+        #[napi(ts_arg_type = "string")] id: Unknown<'_>,
     ) -> Result<AsyncBlock<Resource>> {
+        let resource_type = text(&env, "resourceType", resource_type)?;
+        let id = text(&env, "id", id)?;
         self.call(&env, |c| async move {
             Ok(c.read(&resource_type, &id).await?.into())
         })
@@ -273,7 +299,8 @@ impl FhirClient {
         ts_args_type = "resource: Resource",
         ts_return_type = "Promise<Resource>"
     )]
-    pub fn create(&self, env: Env, resource: Value) -> Result<AsyncBlock<Resource>> {
+    pub fn create(&self, env: Env, resource: Unknown<'_>) -> Result<AsyncBlock<Resource>> {
+        let resource: Value = args::arg(&env, "resource", &Kind::Object("Resource"), resource)?;
         self.call(
             &env,
             |c| async move { Ok(c.create(&resource).await?.into()) },

@@ -5,7 +5,24 @@
 use cibmtr_fhir::http::{self, HttpClient, HttpOptions};
 use napi_derive::napi;
 
+use crate::args::Kind;
 use crate::error::{CoreResult, invalid};
+
+/// The keys of [`HttpConfig`] and their JavaScript types.
+pub(crate) const HTTP_CONFIG: Kind = Kind::Options(
+    "HttpConfig",
+    &[
+        ("timeout", Kind::Number),
+        ("connectTimeout", Kind::Number),
+        ("proxy", Kind::Text),
+        ("caFiles", Kind::Texts),
+        ("allowHttpHosts", Kind::Texts),
+        ("maxRateLimitWait", Kind::Number),
+        ("tokenRetries", Kind::Number),
+        ("requestRetries", Kind::Number),
+        ("maxRetryTime", Kind::Number),
+    ],
+);
 
 /// How the package talks HTTP. Every key is optional; durations are milliseconds, as in Node's
 /// own APIs. Checked when the object that receives it is built, before any request

@@ -9,9 +9,18 @@
 // `cargo test` of the workspace compiles this crate without napi's registration glue.
 #![cfg_attr(test, allow(dead_code))]
 
+mod args;
 mod auth;
 mod cibmtr;
 mod error;
 mod fhir;
 mod http;
 mod sandbox;
+
+/// Runs once when Node loads the addon: `CIBMTR_FHIR_LOG=debug` (or `error`, `warn`, `info`,
+/// `trace`) prints the SDK's retries, waits and refreshes to standard error; unset or `off`,
+/// nothing. No event carries a secret or patient data.
+#[napi_derive::module_init]
+fn init_logging() {
+    cibmtr_fhir::logging::init_from_env();
+}

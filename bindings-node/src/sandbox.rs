@@ -13,6 +13,7 @@ use napi::{Env, Property, PropertyAttributes};
 use napi_derive::napi;
 use serde_json::Value;
 
+use crate::args::{self, HTTP_ONLY, Kind, text};
 use crate::cibmtr::CibmtrClient;
 use crate::error::{CoreResult, OrThrow, invalid, settle};
 use crate::fhir::{Resource, resources};
@@ -299,8 +300,29 @@ impl Sandbox {
 impl Sandbox {
     /// Starts a sandbox on 127.0.0.1 (any free port unless `port` is given).
     #[napi]
-    pub fn start(env: Env, options: Option<SandboxOptions>) -> Result<AsyncBlock<Sandbox>> {
-        let config = config(options.unwrap_or_default()).or_throw(&env)?;
+    pub fn start(
+        env: Env,
+        #[napi(ts_arg_type = "SandboxOptions | undefined | null")] options: Option<Unknown<'_>>,
+    ) -> Result<AsyncBlock<Sandbox>> {
+        const OPTIONS: Kind = Kind::Options(
+            "SandboxOptions",
+            &[
+                ("port", Kind::Number),
+                ("oktaTokenTtl", Kind::Number),
+                ("mskTokenTtl", Kind::Number),
+                ("backendTokenTtl", Kind::Number),
+                ("smartTokenTtl", Kind::Number),
+                ("oktaRatePerSecond", Kind::Number),
+                ("oktaRatePerMinute", Kind::Number),
+                ("denyAuthorization", Kind::Bool),
+                ("rotateRefreshTokens", Kind::Bool),
+                ("cridResponse", Kind::Text),
+                ("patientIdOnlyInLocation", Kind::Bool),
+                ("acceptBundles", Kind::Bool),
+            ],
+        );
+        let options: SandboxOptions = args::options(&env, &OPTIONS, options)?;
+        let config = config(options).or_throw(&env)?;
         settle(&env, async move {
             let inner = sandbox::Sandbox::start(config)
                 .await
@@ -351,11 +373,15 @@ impl Sandbox {
     pub fn cibmtr_client(
         &self,
         env: Env,
-        options: Option<SandboxClientOptions>,
+        #[napi(ts_arg_type = "SandboxClientOptions | undefined | null")] options: Option<
+            Unknown<'_>,
+        >,
     ) -> Result<CibmtrClient> {
+        const OPTIONS: Kind = Kind::Options("SandboxClientOptions", HTTP_ONLY);
+        let options: SandboxClientOptions = args::options(&env, &OPTIONS, options)?;
         let sb = self.running(&env)?;
         let o = &sb.credentials.okta;
-        let http = http::client_or_shared(options.unwrap_or_default().http).or_throw(&env)?;
+        let http = http::client_or_shared(options.http).or_throw(&env)?;
         let client = PasswordGrant::builder(
             &o.token_url,
             &o.client_id,
@@ -403,7 +429,21 @@ impl Sandbox {
 
     /// Injects `fault` on `route`, replacing any previous one.
     #[napi(ts_args_type = "route: Route, fault: Fault")]
-    pub fn set_fault(&self, env: Env, route: String, fault: Fault) -> Result<()> {
+    pub fn set_fault(&self, env: Env, route: Unknown<'_>, fault: Unknown<'_>) -> Result<()> {
+        const FAULT: Kind = Kind::Options(
+            "Fault",
+            &[
+                ("status", Kind::Number),
+                ("headers", Kind::TextMap),
+                ("body", Kind::Text),
+                ("delay", Kind::Number),
+                ("times", Kind::Number),
+                ("dropConnection", Kind::Text),
+                ("share", Kind::Number),
+            ],
+        );
+        let route = text(&env, "route", route)?;
+        let fault: Fault = args::arg(&env, "fault", &FAULT, fault)?;
         let r = self::route(&route).or_throw(&env)?;
         let f = self::fault(fault).or_throw(&env)?;
         self.running(&env)?.set_fault(r, f);
@@ -426,7 +466,14 @@ impl Sandbox {
 
     /// Registers (or replaces) a Backend Services client with its public JWKS.
     #[napi]
-    pub fn register_backend_client(&self, env: Env, client_id: String, jwks: Value) -> Result<()> {
+    pub fn register_backend_client(
+        &self,
+        env: Env,
+        #[napi(ts_arg_type = "string")] client_id: Unknown<'_>,
+        #[napi(ts_arg_type = "any")] jwks: Unknown<'_>,
+    ) -> Result<()> {
+        let client_id = text(&env, "clientId", client_id)?;
+        let jwks: Value = args::arg(&env, "jwks", &Kind::Object("a JWK Set"), jwks)?;
         self.running(&env)?
             .register_backend_client(&client_id, jwks)
             .map_err(|e| invalid("jwks", e))
@@ -464,6 +511,18 @@ impl Sandbox {
             _ => return Err(invalid("store", "must be cibmtr, msk or aidbox")).or_throw(&env),
         };
         Ok(resources(self.running(&env)?.fhir_resources(s)))
+    }
+
+    /// Every secret and piece of patient data this sandbox has seen, for leak tests: its own
+    /// client secrets, password and private key (whole and line by line), every access and
+    /// refresh token it issued, every authorization code, PKCE verifier, client assertion,
+    /// client secret and password presented to it, and every string of the demographics sent to
+    /// its CRID service except the gender. Values shorter than 6 characters are left out (they
+    /// would match innocent text), so a leak test should use names at least that long. Scan
+    /// your program's output for each: a hit is a leak.
+    #[napi]
+    pub fn secrets_seen(&self, env: Env) -> Result<Vec<String>> {
+        Ok(self.running(&env)?.secrets_seen())
     }
 
     #[napi(js_name = "toJSON")]
