@@ -253,7 +253,7 @@ impl CibmtrClient {
         convert_units: bool,
         http: Option<HttpOptions>,
     ) -> Result<Arc<Self>> {
-        let mut b = core::CibmtrClient::builder(ccn, &auth.token_provider().0)
+        let mut b = core::CibmtrClient::builder(ccn, &auth.token_provider()?.0)
             .environment(environment.parse()?)
             .uri_family(uri_family.parse()?)
             .fhir_version(fhir_version.parse()?)

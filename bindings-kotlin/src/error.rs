@@ -122,6 +122,16 @@ impl From<CibmtrFhirError> for Error {
     }
 }
 
+/// A callback implemented in Kotlin or Java (an `Auth`) that threw, or returned `null` from Java,
+/// where it must not: a `Config` error naming the callback, with the first line of what the JVM
+/// reported (the exception; uniffi sends its whole stack trace, which would say nothing more).
+impl From<uniffi::UnexpectedUniFFICallbackError> for CibmtrFhirError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        let first = e.reason.lines().next().unwrap_or_default().trim();
+        CibmtrFhirError::config(format!("the Auth implementation failed: {first}"))
+    }
+}
+
 /// The core's wording (`invalid birth_date: …`, `HTTP 400: …`).
 impl std::fmt::Display for CibmtrFhirError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

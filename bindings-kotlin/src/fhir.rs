@@ -56,7 +56,7 @@ impl FhirClient {
         let mut b =
             cibmtr_fhir::fhir::FhirClient::builder(base_url).fhir_version(fhir_version.parse()?);
         if let Some(a) = auth {
-            b = b.auth(&a.token_provider().0);
+            b = b.auth(&a.token_provider()?.0);
         }
         if let Some(h) = crate::http::client(http)? {
             b = b.http_client(h);

@@ -9,6 +9,11 @@
 //! thread. Cancelling the coroutine drops the handle, which aborts the task. `block` likewise
 //! polls once before it parks the thread in `block_on`, so a blocking call answered at once (a
 //! fresh cached token, a refused argument) never enters the runtime's blocking machinery.
+//!
+//! Creating the runtime is also where diagnostic logging starts: `CIBMTR_FHIR_LOG` (`error`,
+//! `warn`, `info`, `debug`, `trace`; unset or `off`: nothing) is read once and the SDK's events go
+//! to the process's standard error (file descriptor 2, not `System.err`). Every call that can
+//! emit an event (anything that reaches the network or starts a sandbox) creates it first.
 use std::future::Future;
 use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
@@ -16,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::CibmtrFhirError;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    cibmtr_fhir::logging::init_from_env();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cibmtr-fhir")

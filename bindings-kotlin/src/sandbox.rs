@@ -388,6 +388,17 @@ impl Sandbox {
             })
     }
 
+    /// Every secret and piece of patient data this sandbox has seen, for leak tests: its own
+    /// client secrets, password and private key (whole and line by line); every access and
+    /// refresh token it issued; every authorization code, PKCE verifier, client assertion,
+    /// client secret and password presented to it; and every string of the demographics sent to
+    /// its CRID service except the gender. Values shorter than 6 characters are left out (they
+    /// would match innocent text), so a leak test should use names at least that long. Search
+    /// your program's output for each: none should be found.
+    pub fn secrets_seen(&self) -> Result<Vec<String>> {
+        Ok(self.running()?.secrets_seen())
+    }
+
     /// Makes every access token issued so far invalid.
     pub fn revoke_all_tokens(&self) -> Result<()> {
         self.running()?.revoke_all_tokens();

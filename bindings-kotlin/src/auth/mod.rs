@@ -19,10 +19,16 @@ pub use password::PasswordGrant;
 
 /// Something that hands out access tokens: every flow (`PasswordGrant`, `ClientCredentials`,
 /// `BackendServices`, `AuthorizationCode`) is one. Pass a flow wherever an `Auth` is asked for.
+///
+/// To see what the flows and clients do (token requests, refreshes, retries, rate-limit waits),
+/// start the JVM with `CIBMTR_FHIR_LOG=debug` (or `error`, `warn`, `info`, `trace`): the native
+/// library prints its events to the process's standard error (file descriptor 2, not
+/// `System.err`), never a secret or patient data.
 #[uniffi::export(foreign)]
 pub trait Auth: Send + Sync {
-    /// The flow's token cache.
-    fn token_provider(&self) -> Arc<TokenProvider>;
+    /// The flow's token cache. (Fallible so that a foreign implementation that throws or, from
+    /// Java, returns `null` is a `Config` error of the call that used it, not a native panic.)
+    fn token_provider(&self) -> Result<Arc<TokenProvider>>;
 }
 
 /// The token cache of a flow: shared by every object built with the same URL, client, user,
@@ -108,10 +114,12 @@ macro_rules! token_flow {
 
         #[uniffi::export]
         impl $crate::auth::Auth for $flow {
-            fn token_provider(&self) -> ::std::sync::Arc<$crate::auth::TokenProvider> {
-                ::std::sync::Arc::new($crate::auth::TokenProvider(
+            fn token_provider(
+                &self,
+            ) -> $crate::error::Result<::std::sync::Arc<$crate::auth::TokenProvider>> {
+                Ok(::std::sync::Arc::new($crate::auth::TokenProvider(
                     ::cibmtr_fhir::auth::TokenProvider::clone(&self.0),
-                ))
+                )))
             }
         }
 

@@ -909,6 +909,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_revoke_all_tokens(
     ): Int
+    external fun uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_secrets_seen(
+    ): Int
     external fun uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_set_fault(
     ): Int
     external fun uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_stop(
@@ -1181,6 +1183,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_sandbox_revoke_all_tokens(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_cibmtr_fhir_uniffi_fn_method_sandbox_secrets_seen(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_sandbox_set_fault(`ptr`: Long,`route`: RustBuffer.ByValue,`fault`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_cibmtr_fhir_uniffi_fn_method_sandbox_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1349,7 +1353,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_func_lab_catalog() and 0xFFFF) != 3319) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_auth_token_provider() and 0xFFFF) != 22276) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_auth_token_provider() and 0xFFFF) != 63915) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_tokenprovider_invalidate() and 0xFFFF) != 20186) {
@@ -1394,7 +1398,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_authorizationcode_token_blocking() and 0xFFFF) != 41236) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_authorizationcode_token_provider() and 0xFFFF) != 49965) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_authorizationcode_token_provider() and 0xFFFF) != 30617) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_backendservices_algorithm() and 0xFFFF) != 48741) {
@@ -1415,7 +1419,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_backendservices_token_blocking() and 0xFFFF) != 19454) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_backendservices_token_provider() and 0xFFFF) != 15627) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_backendservices_token_provider() and 0xFFFF) != 15285) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_backendservices_token_url() and 0xFFFF) != 27750) {
@@ -1433,7 +1437,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_clientcredentials_token_blocking() and 0xFFFF) != 42813) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_clientcredentials_token_provider() and 0xFFFF) != 31352) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_clientcredentials_token_provider() and 0xFFFF) != 64807) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_passwordgrant_invalidate() and 0xFFFF) != 17369) {
@@ -1448,7 +1452,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_passwordgrant_token_blocking() and 0xFFFF) != 53141) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_passwordgrant_token_provider() and 0xFFFF) != 16738) {
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_passwordgrant_token_provider() and 0xFFFF) != 42800) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_cibmtrclient_ccn() and 0xFFFF) != 62650) {
@@ -1578,6 +1582,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_revoke_all_tokens() and 0xFFFF) != 63771) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_secrets_seen() and 0xFFFF) != 17187) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_cibmtr_fhir_uniffi_checksum_method_sandbox_set_fault() and 0xFFFF) != 19459) {
@@ -2184,11 +2191,17 @@ public object FfiConverterDuration: FfiConverterRustBuffer<java.time.Duration> {
 /**
  * Something that hands out access tokens: every flow (`PasswordGrant`, `ClientCredentials`,
  * `BackendServices`, `AuthorizationCode`) is one. Pass a flow wherever an `Auth` is asked for.
+ *
+ * To see what the flows and clients do (token requests, refreshes, retries, rate-limit waits),
+ * start the JVM with `CIBMTR_FHIR_LOG=debug` (or `error`, `warn`, `info`, `trace`): the native
+ * library prints its events to the process's standard error (file descriptor 2, not
+ * `System.err`), never a secret or patient data.
  */
 public interface Auth {
     
     /**
-     * The flow's token cache.
+     * The flow's token cache. (Fallible so that a foreign implementation that throws or, from
+     * Java, returns `null` is a `Config` error of the call that used it, not a native panic.)
      */
     fun `tokenProvider`(): TokenProvider
     
@@ -2198,6 +2211,11 @@ public interface Auth {
 /**
  * Something that hands out access tokens: every flow (`PasswordGrant`, `ClientCredentials`,
  * `BackendServices`, `AuthorizationCode`) is one. Pass a flow wherever an `Auth` is asked for.
+ *
+ * To see what the flows and clients do (token requests, refreshes, retries, rate-limit waits),
+ * start the JVM with `CIBMTR_FHIR_LOG=debug` (or `error`, `warn`, `info`, `trace`): the native
+ * library prints its events to the process's standard error (file descriptor 2, not
+ * `System.err`), never a secret or patient data.
  */
 open class AuthImpl: Disposable, AutoCloseable, Auth
 {
@@ -2302,11 +2320,13 @@ open class AuthImpl: Disposable, AutoCloseable, Auth
 
     
     /**
-     * The flow's token cache.
-     */override fun `tokenProvider`(): TokenProvider {
+     * The flow's token cache. (Fallible so that a foreign implementation that throws or, from
+     * Java, returns `null` is a `Config` error of the call that used it, not a native panic.)
+     */
+    @Throws(CibmtrFhirException::class)override fun `tokenProvider`(): TokenProvider {
             return FfiConverterTypeTokenProvider.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_method_auth_token_provider(
         it,
         _status)
@@ -2342,7 +2362,12 @@ internal object uniffiCallbackInterfaceAuth {
                 )
             }
             val writeReturn = { value: TokenProvider -> uniffiOutReturn.setValue(FfiConverterTypeTokenProvider.lower(value)) }
-            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: CibmtrFhirException -> FfiConverterTypeCibmtrFhirError.lower(e) }
+            )
         }
     }
 
@@ -2894,10 +2919,11 @@ open class AuthorizationCode: Disposable, AutoCloseable, AuthorizationCodeInterf
     }
     
 
-    override fun `tokenProvider`(): TokenProvider {
+    
+    @Throws(CibmtrFhirException::class)override fun `tokenProvider`(): TokenProvider {
             return FfiConverterTypeTokenProvider.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_method_authorizationcode_token_provider(
         it,
         _status)
@@ -3332,10 +3358,11 @@ open class BackendServices: Disposable, AutoCloseable, BackendServicesInterface
     }
     
 
-    override fun `tokenProvider`(): TokenProvider {
+    
+    @Throws(CibmtrFhirException::class)override fun `tokenProvider`(): TokenProvider {
             return FfiConverterTypeTokenProvider.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_method_backendservices_token_provider(
         it,
         _status)
@@ -4440,10 +4467,11 @@ open class ClientCredentials: Disposable, AutoCloseable, ClientCredentialsInterf
     }
     
 
-    override fun `tokenProvider`(): TokenProvider {
+    
+    @Throws(CibmtrFhirException::class)override fun `tokenProvider`(): TokenProvider {
             return FfiConverterTypeTokenProvider.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_method_clientcredentials_token_provider(
         it,
         _status)
@@ -5612,10 +5640,11 @@ open class PasswordGrant: Disposable, AutoCloseable, PasswordGrantInterface
     }
     
 
-    override fun `tokenProvider`(): TokenProvider {
+    
+    @Throws(CibmtrFhirException::class)override fun `tokenProvider`(): TokenProvider {
             return FfiConverterTypeTokenProvider.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(CibmtrFhirException) { _status ->
     UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_method_passwordgrant_token_provider(
         it,
         _status)
@@ -6142,6 +6171,17 @@ public interface SandboxInterface {
     fun `revokeAllTokens`()
     
     /**
+     * Every secret and piece of patient data this sandbox has seen, for leak tests: its own
+     * client secrets, password and private key (whole and line by line); every access and
+     * refresh token it issued; every authorization code, PKCE verifier, client assertion,
+     * client secret and password presented to it; and every string of the demographics sent to
+     * its CRID service except the gender. Values shorter than 6 characters are left out (they
+     * would match innocent text), so a leak test should use names at least that long. Search
+     * your program's output for each: none should be found.
+     */
+    fun `secretsSeen`(): List<kotlin.String>
+    
+    /**
      * Sets the fault on `route`, replacing any previous one.
      */
     fun `setFault`(`route`: kotlin.String, `fault`: Fault)
@@ -6436,6 +6476,29 @@ open class Sandbox: Disposable, AutoCloseable, SandboxInterface
 }
     }
     
+    
+
+    
+    /**
+     * Every secret and piece of patient data this sandbox has seen, for leak tests: its own
+     * client secrets, password and private key (whole and line by line); every access and
+     * refresh token it issued; every authorization code, PKCE verifier, client assertion,
+     * client secret and password presented to it; and every string of the demographics sent to
+     * its CRID service except the gender. Values shorter than 6 characters are left out (they
+     * would match innocent text), so a leak test should use names at least that long. Search
+     * your program's output for each: none should be found.
+     */
+    @Throws(CibmtrFhirException::class)override fun `secretsSeen`(): List<kotlin.String> {
+            return FfiConverterSequenceString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(CibmtrFhirException) { _status ->
+    UniffiLib.uniffi_cibmtr_fhir_uniffi_fn_method_sandbox_secrets_seen(
+        it,
+        _status)
+}
+    }
+    )
+    }
     
 
     
