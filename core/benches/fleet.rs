@@ -13,7 +13,8 @@
 //!    sandbox taking 20 ms per POST (800 labs; a remote API). Target: under 10%.
 //!
 //! Needs `redis-server` (Debian package; `scripts/test-fleet.sh` installs it). Results: a markdown
-//! table on stdout and `target/bench-fleet.json`. `CIBMTR_BENCH_QUICK=1` or `--test`: 1 and 2
+//! table on stdout and `target/bench-fleet.json`; `-- tokens` or `-- journal` runs one part only.
+//! `CIBMTR_BENCH_QUICK=1` or `--test`: 1 and 2
 //! processes over one lifetime, 300 and 100 labs, one pair of each — every path, every check.
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,8 +77,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let tokens = rt.block_on(token_requests(&s));
-    let journal = rt.block_on(journal_overhead(&s));
+    // `cargo bench --bench fleet -- journal` (or `-- tokens`) runs one part only.
+    let only = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let part = |name: &str| only.is_none_or(|o| name.starts_with(o.as_str()));
+    let tokens = if part("tokens") {
+        rt.block_on(token_requests(&s))
+    } else {
+        Value::Null
+    };
+    let journal = if part("journal") {
+        rt.block_on(journal_overhead(&s))
+    } else {
+        Value::Null
+    };
     let out = json!({"quick": s.quick, "token_requests": tokens, "journal": journal});
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)

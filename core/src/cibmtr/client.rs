@@ -914,7 +914,10 @@ impl CibmtrClient {
                 }
             }
         } else {
-            let window = (2 * options.concurrency).max(16);
+            // Items marked "sending" per journal commit: a commit per few dozen labs, not per
+            // lab. After a crash, marked items that had not left are looked up on the server
+            // like those that had, so a wider window costs only lookups on resume.
+            let window = (8 * options.concurrency).clamp(64, 1024);
             let marks = recorder.map(|j| j.marks(order, window));
             let marks = marks.as_ref();
             let mut outcomes = futures_util::stream::iter(to_send.enumerate())

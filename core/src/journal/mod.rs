@@ -269,8 +269,13 @@ type Ack = Box<dyn FnOnce(Result<()>) + Send>;
 struct Inner {
     path: PathBuf,
     tx: Mutex<mpsc::Sender<(Work, Option<Ack>)>>,
+    /// Pieces nobody waits for (item outcomes), gathered without waking the writer for each.
+    later: Later,
     reader: Mutex<Option<Connection>>,
 }
+
+/// See [`Inner::later`].
+type Later = Arc<Mutex<Vec<Work>>>;
 
 /// A journal file. Cheap to clone; clones share one writer thread. Several processes may use the
 /// same file at once (SQLite's locking, WAL).
@@ -348,14 +353,16 @@ impl Journal {
         ))
         .map_err(|e| db_err(&path, "set up its tables", e))?;
         let (tx, rx) = mpsc::channel();
-        let p = path.clone();
+        let later = Later::default();
+        let (p, l) = (path.clone(), later.clone());
         std::thread::Builder::new()
             .name("cibmtr-journal".into())
-            .spawn(move || writer(conn, rx, p))
+            .spawn(move || writer(conn, rx, l, p))
             .map_err(|e| db_err(&path, "start its writer", e))?;
         Ok(Journal(Arc::new(Inner {
             path,
             tx: Mutex::new(tx),
+            later,
             reader: Mutex::new(None),
         })))
     }
@@ -417,9 +424,19 @@ impl Journal {
             .unwrap_or_else(|_| Err(Error::config("the journal's writer has stopped")))
     }
 
-    /// Queues `work` without waiting (ordered after everything queued before it).
+    /// Queues `work` without waiting. It is committed with the writer's next transaction, before
+    /// the pieces that transaction takes from the queue, so it must not depend on a piece that
+    /// is still queued: an item's outcome is only recorded after its `sending` mark committed.
+    /// Only the first piece gathered wakes the writer; the others ride along.
     fn write_later(&self, work: Work) {
-        self.send(work, None);
+        let first = {
+            let mut later = self.0.later.lock().unwrap_or_else(|p| p.into_inner());
+            later.push(work);
+            later.len() == 1
+        };
+        if first {
+            self.send(Box::new(|_| Ok(())), None);
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
@@ -606,11 +623,12 @@ static OPEN: std::sync::LazyLock<Mutex<HashMap<PathBuf, std::sync::Weak<Inner>>>
 const COMMIT_DELAY: Duration = Duration::from_millis(5);
 
 /// The writer thread: takes whatever is queued, runs each piece under a savepoint (one failing
-/// piece does not undo the others) and commits them together. A piece someone waits for (a
-/// "sending" mark) is committed as soon as the queue is empty; pieces nobody waits for wait up to
-/// [`COMMIT_DELAY`] for company, so a busy submission commits a few times per window, not once
-/// per item.
-fn writer(conn: Connection, rx: mpsc::Receiver<(Work, Option<Ack>)>, path: PathBuf) {
+/// piece does not undo the others) and commits them together, with the pieces gathered by
+/// [`Journal::write_later`] first. A piece someone waits for (a "sending" mark) is committed as
+/// soon as the queue is empty; otherwise the writer waits up to [`COMMIT_DELAY`] for company, so
+/// a busy submission commits a few times per window, not once per item, and its item outcomes
+/// cost no wake-up each.
+fn writer(conn: Connection, rx: mpsc::Receiver<(Work, Option<Ack>)>, later: Later, path: PathBuf) {
     let mut warned = false;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -633,40 +651,60 @@ fn writer(conn: Connection, rx: mpsc::Receiver<(Work, Option<Ack>)>, path: PathB
                 Err(_) => break,
             }
         }
-        let mut outcomes: Vec<(Option<Ack>, Result<()>)> = Vec::with_capacity(group.len());
-        let begun = statement(&conn, "BEGIN IMMEDIATE");
-        for (work, ack) in group {
-            let r = match &begun {
-                Err(e) => Err(db_err(&path, "write it", e)),
-                // A piece someone waits for runs under a savepoint, so its failure undoes it
-                // alone; the others are single statements.
-                Ok(()) if ack.is_some() => {
-                    run_piece(&conn, work).map_err(|e| db_err(&path, "write it", e))
-                }
-                Ok(()) => work(&conn).map_err(|e| db_err(&path, "write it", e)),
-            };
-            outcomes.push((ack, r));
-        }
-        if begun.is_ok()
-            && let Err(e) = statement(&conn, "COMMIT")
-        {
-            let _ = statement(&conn, "ROLLBACK");
-            for (_, r) in &mut outcomes {
-                if r.is_ok() {
-                    *r = Err(db_err(&path, "commit to it", &e));
-                }
+        commit_group(&conn, &path, &later, group, &mut warned);
+    }
+    // Every handle is gone: what was gathered still goes in.
+    commit_group(&conn, &path, &later, Vec::new(), &mut warned);
+}
+
+/// One transaction: the gathered pieces, then `group`; acknowledges the pieces waited for and
+/// logs the first failure of a piece nobody waits for.
+fn commit_group(
+    conn: &Connection,
+    path: &Path,
+    later: &Later,
+    group: Vec<(Work, Option<Ack>)>,
+    warned: &mut bool,
+) {
+    let gathered = std::mem::take(&mut *later.lock().unwrap_or_else(|p| p.into_inner()));
+    if gathered.is_empty() && group.is_empty() {
+        return;
+    }
+    let group = gathered
+        .into_iter()
+        .map(|w| (w, None))
+        .chain(group);
+    let mut outcomes: Vec<(Option<Ack>, Result<()>)> = Vec::new();
+    let begun = statement(conn, "BEGIN IMMEDIATE");
+    for (work, ack) in group {
+        let r = match &begun {
+            Err(e) => Err(db_err(path, "write it", e)),
+            // A piece someone waits for runs under a savepoint, so its failure undoes it
+            // alone; the others are single statements.
+            Ok(()) if ack.is_some() => run_piece(conn, work).map_err(|e| db_err(path, "write it", e)),
+            Ok(()) => work(conn).map_err(|e| db_err(path, "write it", e)),
+        };
+        outcomes.push((ack, r));
+    }
+    if begun.is_ok()
+        && let Err(e) = statement(conn, "COMMIT")
+    {
+        let _ = statement(conn, "ROLLBACK");
+        for (_, r) in &mut outcomes {
+            if r.is_ok() {
+                *r = Err(db_err(path, "commit to it", &e));
             }
         }
-        for (ack, r) in outcomes {
-            match ack {
-                Some(ack) => ack(r),
-                None => {
-                    if let Err(e) = r
-                        && !warned
-                    {
-                        warned = true;
-                        tracing::warn!(error = %e, "journal write failed");
-                    }
+    }
+    for (ack, r) in outcomes {
+        match ack {
+            Some(ack) => ack(r),
+            None => {
+                if let Err(e) = r
+                    && !*warned
+                {
+                    *warned = true;
+                    tracing::warn!(error = %e, "journal write failed");
                 }
             }
         }
