@@ -92,6 +92,8 @@ fn fleet_child() {
     let Ok(mode) = std::env::var(CHILD_ENV) else {
         return;
     };
+    // What a deployment sees in its logs (CIBMTR_FHIR_LOG, when the test sets it).
+    cibmtr_fhir::logging::init_from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -277,7 +279,7 @@ fn spawn_children(
             .env("FLEET_SCOPE", &c.scope)
             .env("FLEET_PROTECTED", &sb.urls.protected)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
             for (k, v) in extra {
                 cmd.env(k, v);
             }
@@ -293,12 +295,15 @@ async fn results(children: Vec<Child>) -> Vec<Value> {
             .map(|c| {
                 let out = c.wait_with_output().unwrap();
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                assert!(out.status.success(), "child failed: {text}");
+                let log = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert!(out.status.success(), "child failed: {text}{log}");
                 let line = text
                     .lines()
                     .find_map(|l| l.strip_prefix("FLEET-RESULT "))
                     .unwrap_or_else(|| panic!("child printed no result: {text}"));
-                serde_json::from_str(line).unwrap()
+                let mut v: Value = serde_json::from_str(line).unwrap();
+                v["log"] = Value::String(log);
+                v
             })
             .collect()
     })
@@ -432,6 +437,7 @@ async fn redis_killed_mid_run_calls_continue_and_the_fleet_rejoins() {
             ("FLEET_RUN_MS", run.as_millis().to_string()),
             ("FLEET_SUBMIT", sb.urls.cibmtr_base.clone()),
             ("FLEET_CRID", crid.to_string()),
+            ("CIBMTR_FHIR_LOG", "info".into()),
         ],
     );
     let started = Instant::now();
@@ -469,6 +475,15 @@ async fn redis_killed_mid_run_calls_continue_and_the_fleet_rejoins() {
         "{in_window} token requests in one shared window after Redis came back"
     );
     assert!(sb.token_requests(&client_id) > before);
+    // Each process said once that the store was gone (however many times it tried while it was),
+    // and once that it was back.
+    for r in &results {
+        let log = r["log"].as_str().unwrap();
+        let gone = log.matches("shared token store unreachable").count();
+        let back = log.matches("shared token store reachable again").count();
+        assert_eq!((gone, back), (1, 1), "child {}: {log}", r["pid"]);
+        assert!(!log.contains(&sb.credentials.okta.password), "{log}");
+    }
     assert!(
         dump(&redis)
             .iter()
@@ -672,4 +687,55 @@ fn redis_location_never_shows_its_password() {
     assert!(shown.contains("127.0.0.1:1/0"), "{shown}");
     let e = RedisStore::new("redis://app:pw-9f8e7d@[bad", StoreKey::generate()).unwrap_err();
     assert!(!e.to_string().contains("pw-9f8e7d"), "{e}");
+}
+
+/// A TLS store (`rediss://`) signed by a private CA named with `ca_file`: tokens are shared over
+/// TLS. Without the CA the server's certificate is not trusted, so nothing is shared (each flow
+/// asks for its own token, never an error); `ca_file` with a plain `redis://` URL or a file that
+/// is no certificate is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_shares_tokens_and_an_untrusted_server_is_not_used() {
+    let (redis, tls_port) = RedisServer::start_tls();
+    let sb = sandbox(Duration::from_secs(600)).await;
+    let key = StoreKey::generate();
+    let ca = RedisServer::test_ca_file();
+    let store = |url: &str| TokenStore::Redis(RedisStore::new(url, key.clone()).unwrap());
+    let trusted = format!("rediss://127.0.0.1:{tls_port}/?ca_file={ca}&timeout_ms=2000");
+    let a = grant(&sb, store(&trusted)).token().await.unwrap();
+    let b = grant(&sb, store(&trusted)).token().await.unwrap();
+    assert_eq!(a.secret(), b.secret(), "the second flow read the first one's token over TLS");
+    let client_id = sb.credentials.okta.client_id.clone();
+    assert_eq!(sb.token_requests(&client_id), 1);
+    assert!(
+        dump(&redis).iter().any(|(k, _)| k.starts_with("cibmtr-fhir:token:v1:")),
+        "the entry was written through the TLS port"
+    );
+
+    // The system's trust store does not know the test CA: the store is unreachable, each flow
+    // keeps its own token.
+    let untrusted = format!("rediss://127.0.0.1:{tls_port}/?timeout_ms=500&prefix=untrusted");
+    grant(&sb, store(&untrusted)).token().await.unwrap();
+    grant(&sb, store(&untrusted)).token().await.unwrap();
+    assert_eq!(sb.token_requests(&client_id), 3);
+    assert!(!dump(&redis).iter().any(|(k, _)| k.starts_with("untrusted:")));
+
+    for (url, rule) in [
+        (format!("redis://127.0.0.1:{tls_port}/?ca_file={ca}"), "rediss://"),
+        (
+            format!("rediss://127.0.0.1:{tls_port}/?ca_file={}", ca.replace("ca.pem", "server.key")),
+            "no PEM certificate",
+        ),
+        (
+            format!("rediss://127.0.0.1:{tls_port}/?ca_file=/nonexistent/ca.pem"),
+            "cannot read",
+        ),
+    ] {
+        match RedisStore::new(&url, key.clone()) {
+            Err(cibmtr_fhir::Error::Validation { field, rule: r }) => {
+                assert_eq!(field, "ca_file");
+                assert!(r.contains(rule), "{r}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
 }

@@ -107,6 +107,32 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Starts a server that also speaks TLS on a second port, with the test certificate of
+    /// `tests/support/tls` (signed by its `ca.pem`, for 127.0.0.1); returns it and that port.
+    /// The plain port stays for `ping`.
+    pub fn start_tls() -> (RedisServer, u16) {
+        let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls");
+        let port = free_port();
+        let server = Self::start_with(&[
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &format!("{tls}/server.pem"),
+            "--tls-key-file",
+            &format!("{tls}/server.key"),
+            "--tls-ca-cert-file",
+            &format!("{tls}/ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ]);
+        (server, port)
+    }
+
+    /// The test CA that signed the TLS certificate of [`start_tls`](Self::start_tls).
+    pub fn test_ca_file() -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls/ca.pem").to_string()
+    }
+
     /// Kills the server (SIGKILL) and waits for it: the port refuses connections afterwards.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

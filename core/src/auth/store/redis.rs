@@ -45,7 +45,9 @@ const REFRESH_TOKEN_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 /// * `lock_timeout_ms`: how long a crashed refresher can hold others up (default 5000);
 /// * `timeout_ms`: connection and command timeout (default 2000);
 /// * `prefix`: the first part of every key name (default `cibmtr-fhir`), for ACLs such as
-///   `~cibmtr-fhir:*`.
+///   `~cibmtr-fhir:*`;
+/// * `ca_file`: with `rediss://`, a PEM file of the certificate authorities that may sign the
+///   server's certificate (a private CA), instead of the system's trust store.
 ///
 /// The URL may carry a Redis user and password; `Debug` and every message show neither.
 #[derive(Clone, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub struct RedisStore {
     prefix: String,
     lock_timeout: Duration,
     timeout: Duration,
+    /// PEM of the `ca_file` query parameter.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisStore {
@@ -77,6 +81,7 @@ impl RedisStore {
             prefix: "cibmtr-fhir".into(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
+            ca_pem: None,
         };
         let mut passed: Vec<(String, String)> = Vec::new();
         for (k, v) in parsed.query_pairs() {
@@ -102,6 +107,7 @@ impl RedisStore {
                         "must be 1 to 64 letters, digits, '-', '_', '.' or ':'",
                     ));
                 }
+                "ca_file" => store.ca_pem = Some(read_ca_file(&v, parsed.scheme())?),
                 _ => passed.push((k.into_owned(), v.into_owned())),
             }
         }
@@ -175,6 +181,22 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .finish()
     }
+}
+
+/// The PEM certificates of a `ca_file`, for a TLS (`rediss://`, `valkeys://`) store only.
+fn read_ca_file(path: &str, scheme: &str) -> Result<Vec<u8>> {
+    let bad = |rule: String| Error::validation("ca_file", rule);
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "rediss" | "valkeys") {
+        return Err(bad("needs a TLS store URL (rediss://)".into()));
+    }
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read {path}: {e}")))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(bad(format!("{path} holds no PEM certificate")));
+    }
+    Ok(pem)
 }
 
 pub(crate) fn is_redis_scheme(scheme: &str) -> bool {
@@ -278,7 +300,17 @@ impl RedisBackend {
             return Ok(b);
         }
         reg.retain(|_, w| w.strong_count() > 0);
-        let client = redis::Client::open(cfg.url.expose()).map_err(|_| {
+        let client = match &cfg.ca_pem {
+            None => redis::Client::open(cfg.url.expose()),
+            Some(pem) => redis::Client::build_with_tls(
+                cfg.url.expose(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+        .map_err(|_| {
             Error::validation(
                 "token_store",
                 "is not a Redis URL the client accepts (the URL is not shown: it may hold a password)",
@@ -542,6 +574,7 @@ impl RedisStore {
         h.update(self.key.naming_key());
         h.update(self.prefix.as_bytes());
         h.update(format!("{:?}{:?}", self.lock_timeout, self.timeout).as_bytes());
+        h.update(self.ca_pem.as_deref().unwrap_or_default());
         format!("redis:{}", crate::auth::cache::hex(&h.finalize()[..16]))
     }
 }
