@@ -31,6 +31,66 @@ test('PasswordGrant: one token request, then the cache', async (t) => {
   assert.equal(auth.invalidateToken(again[0]), true)
 })
 
+test('token(): a cached token is answered at once, still a Promise, one request for 10,000 calls', async (t) => {
+  const sb = await startSandbox(t)
+  const auth = oktaGrant(sb)
+  const clientId = sb.credentials.okta.clientId
+  const first = await auth.token()
+  // The fast path (a fresh cached token) and the slow one both return a real Promise.
+  const pending = auth.token()
+  assert.ok(pending instanceof Promise, 'a cached token() is a Promise')
+  assert.equal(await pending, first)
+  for (let i = 0; i < 10_000; i++) {
+    const token = await auth.token()
+    if (token !== first) assert.fail(`call ${i} answered another token`)
+  }
+  assert.equal(sb.tokenRequests(clientId), 1)
+  const stats = auth.stats()
+  assert.equal(stats.tokenRequests, 1)
+  assert.equal(stats.cacheHits, 10_001)
+  // After invalidate() the next call goes to the server again, then the cache answers again.
+  auth.invalidate()
+  const next = auth.token()
+  assert.ok(next instanceof Promise)
+  const renewed = await next
+  assert.notEqual(renewed, first)
+  assert.equal(sb.tokenRequests(clientId), 2)
+  for (let i = 0; i < 1_000; i++) assert.equal(await auth.token(), renewed)
+  assert.equal(sb.tokenRequests(clientId), 2)
+  // A failure is a rejection, never a synchronous throw.
+  let thrown = null
+  let failing
+  try {
+    failing = oktaGrant(sb, { password: 'not-the-password' }).token()
+  } catch (e) {
+    thrown = e
+  }
+  assert.equal(thrown, null, 'token() threw instead of rejecting')
+  assert.ok(failing instanceof Promise)
+  await rejectsWith(failing, 'AUTH')
+})
+
+test('token(): a token near expiry is refreshed ahead, not served from the cache until it expires', async (t) => {
+  // A 3 s token: refresh-ahead from 2.5 s (a sixth of its life before expiry), expired at 3 s.
+  const sb = await startSandbox(t, { oktaTokenTtl: 3 })
+  const auth = oktaGrant(sb)
+  const clientId = sb.credentials.okta.clientId
+  const first = await auth.token()
+  const obtained = performance.now()
+  for (let i = 0; i < 1_000; i++) assert.equal(await auth.token(), first)
+  assert.equal(sb.tokenRequests(clientId), 1)
+  // Into the refresh-ahead window, while the first token is still valid: the next call
+  // refreshes; a fast path that only checked expiry would still answer the first token.
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 2_650 - (performance.now() - obtained))))
+  const refreshed = await auth.token()
+  assert.notEqual(refreshed, first, 'the token was not refreshed ahead of expiry')
+  assert.equal(sb.tokenRequests(clientId), 2)
+  assert.equal(auth.stats().refreshes, 1)
+  // The new token is fresh: the cache answers again without a request.
+  for (let i = 0; i < 1_000; i++) assert.equal(await auth.token(), refreshed)
+  assert.equal(sb.tokenRequests(clientId), 2)
+})
+
 test('ClientCredentials: client_secret_post and client_secret_basic', async (t) => {
   const sb = await startSandbox(t)
   for (const [creds, authMethod] of [

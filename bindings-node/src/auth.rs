@@ -12,7 +12,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::args::{self, HTTP_ONLY, Kind, text};
-use crate::error::{CoreResult, OrThrow, invalid, settle, settle_now_or_later};
+use crate::error::{CoreResult, OrThrow, invalid, settle};
 use crate::http::{self, HTTP_CONFIG, HttpConfig};
 
 /// `builder` with the `tokenStore` and `http` options every flow takes.
@@ -69,6 +69,27 @@ fn algorithm(alg: Option<String>) -> CoreResult<KeyAlgorithm> {
         .map(Option::unwrap_or_default)
 }
 
+/// The Promise `token()` returns. A fresh cached token (the core's `fresh_token()`: before the
+/// refresh-ahead margin, no I/O, counted as a cache hit exactly as `token()` counts it) resolves
+/// a Promise made here on the JavaScript thread: no task, no trip through the runtime's threads.
+/// Otherwise (no token yet, refresh-ahead due, expired) the core's `token()` runs on the runtime
+/// like any other call, so a refresh, its signing and any store I/O never run on this thread,
+/// and a failure rejects the Promise.
+fn token_promise<'env>(
+    env: &'env Env,
+    provider: &TokenProvider,
+) -> Result<Either<PromiseRaw<'env, String>, AsyncBlock<String>>> {
+    if let Some(fresh) = provider.fresh_token() {
+        let resolved = PromiseRaw::<&str>::resolve(env, fresh.secret())?;
+        return Ok(Either::A(PromiseRaw::new(env.raw(), resolved.raw())));
+    }
+    let provider = provider.clone();
+    settle(env, async move {
+        Ok(provider.token().await?.secret().to_owned())
+    })
+    .map(Either::B)
+}
+
 /// `token()`, `invalidate()`, `invalidateToken()`, `stats()`, `toString()` and `toJSON()`: what
 /// every flow offers through the core's `TokenProvider`.
 macro_rules! token_provider {
@@ -82,10 +103,7 @@ macro_rules! token_provider {
                 &self,
                 env: &'env Env,
             ) -> Result<Either<PromiseRaw<'env, String>, AsyncBlock<String>>> {
-                let provider = self.provider();
-                settle_now_or_later(env, async move {
-                    Ok(provider.token().await?.secret().to_owned())
-                })
+                token_promise(env, &self.inner)
             }
 
             /// Drops the current token; the next `token()` obtains a new one.

@@ -155,30 +155,6 @@ where
     })
 }
 
-/// Like [`settle`], for calls that usually finish without waiting (a cached `token()`): the
-/// future is polled once on the JavaScript thread, inside the runtime's context; if it is done,
-/// the Promise is settled at once, without a trip through the runtime's threads (a hundred times
-/// faster); otherwise it goes on on the runtime like any other call.
-pub(crate) fn settle_now_or_later<'env, T, F>(
-    env: &'env Env,
-    fut: F,
-) -> napi::Result<Either<PromiseRaw<'env, T>, AsyncBlock<T>>>
-where
-    T: ToNapiValue + Send + 'static,
-    F: Future<Output = CoreResult<T>> + Send + 'static,
-{
-    use std::task::{Context, Poll, Waker};
-    let mut fut = Box::pin(fut);
-    let first =
-        within_runtime_if_available(|| fut.as_mut().poll(&mut Context::from_waker(Waker::noop())));
-    match first {
-        // The runtime polls it again with its own waker, as the `Future` contract allows.
-        Poll::Pending => settle(env, fut).map(Either::B),
-        Poll::Ready(Ok(v)) => PromiseRaw::resolve(env, v).map(Either::A),
-        Poll::Ready(Err(e)) => PromiseRaw::reject(env, js_error(env, &e)).map(Either::A),
-    }
-}
-
 /// An input the binding refused before calling the core (a CRID that lost digits, a route name
 /// the sandbox does not have): the same `VALIDATION` error the core gives for bad input.
 pub(crate) fn invalid(field: &str, rule: impl Into<String>) -> Error {
