@@ -27,12 +27,29 @@ fn store(location: Option<PathBuf>) -> PyResult<TokenStore> {
 #[pyclass(module = "cibmtr_fhir", subclass, frozen)]
 pub struct TokenProvider {
     pub(crate) provider: core::TokenProvider,
+    /// The last token handed out and its `str`: while the cache's token is fresh and still that
+    /// one, `token()` returns the same object instead of building a new string. Holding the
+    /// `AccessToken` keeps its allocation alive, so the pointer comparison cannot mistake a new
+    /// token for it.
+    last: std::sync::Mutex<Option<(core::AccessToken, Py<PyString>)>>,
 }
 
 #[pymethods]
 impl TokenProvider {
     /// A valid access token (str), from the cache when possible. Blocks with the GIL released.
     fn token<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        // The cached token while it is fresh: no runtime, no future, the same `str` as before.
+        if let Some(fresh) = self.provider.fresh_token() {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((held, text)) = last.as_ref()
+                && std::ptr::eq(held.secret(), fresh.secret())
+            {
+                return Ok(text.bind(py).clone());
+            }
+            let text = PyString::new(py, fresh.secret());
+            *last = Some((fresh, text.clone().unbind()));
+            return Ok(text);
+        }
         let token = wait_ready_first(py, self.provider.token())?;
         Ok(PyString::new(py, token.secret()))
     }
@@ -73,7 +90,11 @@ fn with_provider<T: pyo3::PyClass<BaseType = TokenProvider>>(
     provider: core::TokenProvider,
     flow: T,
 ) -> PyClassInitializer<T> {
-    PyClassInitializer::from(TokenProvider { provider }).add_subclass(flow)
+    PyClassInitializer::from(TokenProvider {
+        provider,
+        last: std::sync::Mutex::new(None),
+    })
+    .add_subclass(flow)
 }
 
 /// CIBMTR's flow (Okta resource-owner password grant): username, password and scope in the form
