@@ -120,15 +120,20 @@ static PAGING: LazyLock<FhirClient> = LazyLock::new(|| {
         .expect("a valid base")
 });
 
-/// A search answer: a `searchset` Bundle (or anything else) with its paging link, its entries,
-/// and what the SDK reads from them.
-pub fn bundle(data: &[u8]) {
+/// A `200` answer's body as the FHIR client reads it (`None`: not JSON).
+fn fhir_json_body(data: &[u8]) -> Option<Value> {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/fhir+json"),
     );
-    let Ok(v) = crate::fhir::parse_body(StatusCode::OK, &headers, data) else {
+    crate::fhir::parse_body(StatusCode::OK, &headers, data).ok()
+}
+
+/// A search answer: a `searchset` Bundle (or anything else) with its paging link, its entries,
+/// and what the SDK reads from them.
+pub fn bundle(data: &[u8]) {
+    let Some(v) = fhir_json_body(data) else {
         return;
     };
     if let Some(link) = crate::fhir::next_link(&v)
@@ -175,12 +180,7 @@ pub fn transaction_response(data: &[u8]) {
         return;
     };
     let requests = usize::from(n % 32) + 1;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/fhir+json"),
-    );
-    let Ok(v) = crate::fhir::parse_body(StatusCode::OK, &headers, body) else {
+    let Some(v) = fhir_json_body(body) else {
         return;
     };
     let results = crate::cibmtr::transaction_results(&v, requests);
