@@ -1,5 +1,5 @@
 //! Python bindings: the native module `cibmtr_fhir._native`, re-exported by the `cibmtr_fhir`
-//! package. One module per area of the core (`auth`, `fhir`, `cibmtr`, `sandbox`), each method
+//! package. One module per area of the core (`auth`, `fhir`, `cibmtr`, `journal`, `sandbox`), each method
 //! marshalling its arguments, awaiting the core once and mapping errors in `error.rs`.
 // Python's keyword arguments become Rust parameters one for one.
 #![allow(clippy::too_many_arguments)]
@@ -9,6 +9,7 @@ mod convert;
 mod error;
 mod fhir;
 mod http;
+mod journal;
 mod logging;
 mod runtime;
 mod sandbox;
@@ -34,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fhir::register(m)?;
     http::register(m)?;
     cibmtr::register(m)?;
+    journal::register(m)?;
     sandbox::register(m)?;
     Ok(())
 }

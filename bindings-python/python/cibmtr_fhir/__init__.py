@@ -35,6 +35,7 @@ from ._native import (
     GeneratedKey,
     HttpConfig,
     HttpError,
+    Journal,
     LabResult,
     LabSubmission,
     NetworkError,
@@ -70,6 +71,7 @@ __all__ = [
     "GeneratedKey",
     "HttpConfig",
     "HttpError",
+    "Journal",
     "LabInput",
     "LabResult",
     "LabSubmission",
@@ -180,6 +182,7 @@ class CibmtrClient(_native.CibmtrClient):
         ``journal``: a SQLite file that records every item before and after its request (the
         report's ``batch_id`` names the batch); ``resume``: a ``batch_id`` of that journal to
         continue after an interruption, sending nothing the journal or the server already holds.
+        Read the journal with ``cibmtr_fhir.Journal(path)``, not ``sqlite3``.
         """
         with _progress_callback(progress) as callback:
             opts = dict(

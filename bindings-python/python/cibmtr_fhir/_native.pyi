@@ -2,6 +2,7 @@
 
 import datetime
 import os
+import pathlib
 from typing import (
     Any,
     AsyncIterator,
@@ -53,6 +54,7 @@ __all__ = [
     "lab_catalog",
     "lab_for_code",
     "environment_urls",
+    "Journal",
     "Sandbox",
 ]
 
@@ -552,6 +554,31 @@ class CibmtrClient:
 def lab_catalog() -> List[_JsonDict]: ...
 def lab_for_code(loinc: str) -> Optional[_JsonDict]: ...
 def environment_urls(environment: Literal["test", "production", "prod"] = "test") -> Dict[str, str]: ...
+
+# ---------------------------------------------------------------------------------------------
+# Submission journal
+# ---------------------------------------------------------------------------------------------
+
+@final
+class Journal:
+    """The submission journal ``submit_labs(..., journal=path)`` writes, read with the SDK's own
+    SQLite: safe in a process that also submits (Python's ``sqlite3`` is not)."""
+
+    #: The columns of the CSV export, in order.
+    CSV_COLUMNS: Tuple[str, ...]
+    def __new__(cls, path: _StrPath) -> Self: ...
+    @property
+    def path(self) -> pathlib.Path: ...
+    def batches(self) -> List[_JsonDict]: ...
+    def batch(self, batch_id: str) -> _JsonDict: ...
+    def items(self, batch_id: str) -> List[_JsonDict]: ...
+    def export(
+        self,
+        batch_id: str,
+        format: Literal["csv", "json"] = "csv",
+        path: Optional[_StrPath] = None,
+    ) -> str: ...
+    def to_dataframe(self, batch_id: str) -> Any: ...
 
 # ---------------------------------------------------------------------------------------------
 # Sandbox
