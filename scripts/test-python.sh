@@ -40,6 +40,9 @@ rm -rf "$wheels"
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheels"/cibmtr_fhir-*.whl
 
 echo "== Python: pytest"
+# The journal test compares the package's export with the command line's.
+cargo build --locked -q -p cibmtr-fhir-cli
+export CIBMTR_FHIR_CLI="$CARGO_TARGET_DIR/debug/cibmtr-fhir"
 "$venv/bin/python" -m pytest bindings-python/tests -q -o cache_dir="$CARGO_TARGET_DIR/pytest-cache"
 
 echo "== Python: examples"

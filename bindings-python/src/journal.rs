@@ -96,7 +96,7 @@ impl Journal {
                         p.display()
                     )));
                 }
-                core::Journal::open(&p)
+                core::Journal::open_existing(&p)
             })
             .or_raise()?;
         Ok(Journal { inner, path })

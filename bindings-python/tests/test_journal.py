@@ -10,8 +10,10 @@ import json
 import os
 import pathlib
 import shutil
+import sqlite3
 import subprocess
 import threading
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -126,8 +128,7 @@ def test_export_csv_and_json(submitted: Submitted, tmp_path: pathlib.Path) -> No
 
 def test_export_is_byte_identical_to_the_cli(submitted: Submitted) -> None:
     cli = _cli()
-    if cli is None:
-        pytest.skip("the cibmtr-fhir CLI is not built (cargo build -p cibmtr-fhir-cli)")
+    assert cli is not None, "the cibmtr-fhir CLI is not built: cargo build -p cibmtr-fhir-cli"
     path, report, _ = submitted
     journal = cf.Journal(path)
     env = {k: v for k, v in os.environ.items() if k != "CIBMTR_JOURNAL"}
@@ -163,6 +164,18 @@ def test_a_path_that_is_not_a_journal(tmp_path: pathlib.Path) -> None:
         cf.Journal(text)
     assert str(text) in str(e.value)
     assert text.read_text().startswith("loinc,value")  # left alone
+
+    # Another SQLite database: refused, and left without journal tables.
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    db.close()
+    with pytest.raises(cf.ConfigError, match="not a submission journal") as e:
+        cf.Journal(other)
+    with sqlite3.connect(other) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert tables == {"notes"}
 
     with pytest.raises(cf.ConfigError) as e:
         cf.Journal(tmp_path)  # a folder
@@ -221,3 +234,42 @@ def test_read_while_the_same_process_submits(sb: cf.Sandbox, tmp_path: pathlib.P
     assert seen[0]["status"] == "incomplete"  # half-way: items in flight or not sent yet
     done = journal.batch(report.batch_id)
     assert (done["status"], done["created"]) == ("complete", 40)
+
+
+def test_a_forked_child_opens_the_journal_again(submitted: Submitted) -> None:
+    """A journal handle made before fork() refuses in the child (its writer thread and
+    connections stay with the parent) instead of hanging; the child's own submission with the same
+    path opens it afresh and records; the parent sees the child's batch."""
+    path, report, sb = submitted
+    journal = cf.Journal(path)
+    journal.batches()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork" on 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        out: Dict[str, Any] = {}
+        try:
+            try:
+                journal.batches()
+                out["inherited"] = "worked"
+            except cf.ConfigError as e:
+                out["inherited"] = str(e)
+            client = sb.cibmtr_client()
+            crid = client.register_crid("Jo", "Journal", "1970-01-31", "F")
+            child = client.submit_labs(crid, [lab(42.0)], journal=path)
+            out["batch"] = child.batch_id
+            out["seen"] = [b["id"] for b in cf.Journal(path).batches()]
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = repr(e)
+        os.write(write_end, json.dumps(out).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        out = json.loads(f.read())
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and "error" not in out, out
+    assert "fork" in out["inherited"], out
+    assert set(out["seen"]) == {report.batch_id, out["batch"]}, out
+    assert {b["id"] for b in journal.batches()} == {report.batch_id, out["batch"]}
+    assert journal.batch(out["batch"])["created"] == 1

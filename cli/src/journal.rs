@@ -42,17 +42,23 @@ pub enum ExportFormat {
     Json,
 }
 
-/// The journal at `path`, or the default one for an empty path.
-fn open(path: &Path) -> Result<Journal, Error> {
-    if !path.as_os_str().is_empty() {
-        return Journal::open(path);
+/// The journal at `path`, or the default one for an empty path: created if need be to record
+/// into it (`existing` false), only opened to read it (`existing` true).
+fn open(path: &Path, existing: bool) -> Result<Journal, Error> {
+    let path = if path.as_os_str().is_empty() {
+        Journal::default_path().ok_or_else(|| Error::Config {
+            message: "no default journal location (neither $XDG_DATA_HOME nor $HOME is set): \
+                      pass --journal PATH"
+                .into(),
+        })?
+    } else {
+        path.to_owned()
+    };
+    if existing {
+        Journal::open_existing(path)
+    } else {
+        Journal::open(path)
     }
-    let default = Journal::default_path().ok_or_else(|| Error::Config {
-        message: "no default journal location (neither $XDG_DATA_HOME nor $HOME is set): \
-                  pass --journal PATH"
-            .into(),
-    })?;
-    Journal::open(default)
 }
 
 /// The batch `labs submit` records into: a new one, the one named by `--resume BATCH`, or (for a
@@ -65,7 +71,7 @@ pub fn batch_for(
     resume: Option<&str>,
     client: &CibmtrClient,
 ) -> Result<JournalBatch, Error> {
-    let journal = open(journal)?;
+    let journal = open(journal, false)?;
     let resumed = match resume {
         None => None,
         Some("") => match journal.resumable_batch(sha256)? {
@@ -124,7 +130,7 @@ pub fn run(command: JournalCommand, from_profile: Option<PathBuf>) -> Result<(),
     let pick = |flag: Option<PathBuf>| flag.or(from_profile.clone()).unwrap_or_default();
     match command {
         JournalCommand::List { journal, json } => {
-            let journal = open(&pick(journal))?;
+            let journal = open(&pick(journal), true)?;
             let batches = journal.batches()?;
             if json {
                 let all: Vec<_> = batches.iter().map(|b| b.to_json()).collect();
@@ -163,7 +169,7 @@ pub fn run(command: JournalCommand, from_profile: Option<PathBuf>) -> Result<(),
             output,
             journal,
         } => {
-            let journal = open(&pick(journal))?;
+            let journal = open(&pick(journal), true)?;
             let mut bytes: Vec<u8> = Vec::new();
             match format {
                 ExportFormat::Csv => journal.export_csv(&batch, &mut bytes)?,

@@ -461,3 +461,41 @@ fn journals_share_a_file_and_refuse_a_newer_schema() {
     let e = Journal::open(&path).unwrap_err();
     assert!(e.to_string().contains("newer"), "{e}");
 }
+
+/// Reading a journal (`journal list`, the packages' readers) never creates or changes a file: a
+/// missing path and a database that is not a journal are refused, the latter left as it was.
+#[test]
+fn open_existing_reads_journals_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none").join("j.sqlite3");
+    let e = Journal::open_existing(&missing).unwrap_err();
+    assert!(e.to_string().contains("no such file"), "{e}");
+    assert!(!missing.parent().unwrap().exists());
+
+    let other = dir.path().join("other.sqlite3");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (text TEXT)")
+        .unwrap();
+    let e = Journal::open_existing(&other).unwrap_err();
+    assert!(e.to_string().contains("not a submission journal"), "{e}");
+    let tables: Vec<String> = rusqlite::Connection::open(&other)
+        .unwrap()
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["notes"]);
+
+    let path = dir.path().join("j.sqlite3");
+    let id = Journal::open(&path)
+        .unwrap()
+        .start_batch(&BatchInfo::default())
+        .unwrap()
+        .id()
+        .to_owned();
+    let read = Journal::open_existing(&path).unwrap();
+    assert_eq!(read.batches().unwrap()[0].id, id);
+}

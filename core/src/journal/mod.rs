@@ -272,6 +272,9 @@ struct Inner {
     /// Pieces nobody waits for (item outcomes), gathered without waking the writer for each.
     later: Later,
     reader: Mutex<Option<Connection>>,
+    /// The process that opened it: a `fork()`ed child has neither its writer thread nor the
+    /// right to use its connections, and must open the file again.
+    pid: u32,
 }
 
 /// See [`Inner::later`].
@@ -328,13 +331,64 @@ impl Journal {
         create_private(&path).map_err(|e| db_err(&path, "create it", e))?;
         let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(inner) = open.get(&canonical).and_then(std::sync::Weak::upgrade) {
+        if let Some(inner) = open
+            .get(&canonical)
+            .and_then(std::sync::Weak::upgrade)
+            .filter(|i| i.pid == std::process::id())
+        {
             return Ok(Journal(inner));
         }
         open.retain(|_, w| w.strong_count() > 0);
         let journal = Self::open_new(path)?;
         open.insert(canonical, Arc::downgrade(&journal.0));
         Ok(journal)
+    }
+
+    /// Opens an existing journal, to read it: unlike [`open`](Self::open), a missing file or a
+    /// database that is not a journal is an error, and nothing is created or changed.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Journal> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(Error::config(format!(
+                "journal {}: no such file",
+                path.display()
+            )));
+        }
+        let c = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| db_err(path, "open it", e))?;
+        let shape = c
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .and_then(|v| {
+                c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                     AND name IN ('batches', 'items')",
+                    [],
+                    |r| Ok((v, r.get::<_, i64>(0)?)),
+                )
+            })
+            .map_err(|e| db_err(path, "read it", e))?;
+        drop(c);
+        if shape.0 < 1 || shape.1 != 2 {
+            return Err(Error::config(format!(
+                "journal {}: not a submission journal (it has no batches and items tables)",
+                path.display()
+            )));
+        }
+        Self::open(path)
+    }
+
+    /// A handle opened before `fork()` cannot be used in the child.
+    fn this_process(&self) -> Result<()> {
+        if self.0.pid == std::process::id() {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "journal {}: opened in the parent of this fork()ed process; open it again here",
+            self.0.path.display()
+        )))
     }
 
     fn open_new(path: PathBuf) -> Result<Journal> {
@@ -364,6 +418,7 @@ impl Journal {
             tx: Mutex::new(tx),
             later,
             reader: Mutex::new(None),
+            pid: std::process::id(),
         })))
     }
 
@@ -385,6 +440,12 @@ impl Journal {
 
     /// Queues `work`; `ack` is called once it is committed (or failed).
     fn send(&self, work: Work, ack: Option<Ack>) {
+        if let Err(e) = self.this_process() {
+            if let Some(ack) = ack {
+                ack(Err(e));
+            }
+            return;
+        }
         let tx = self.0.tx.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(mpsc::SendError((_, Some(ack)))) = tx.send((work, ack)) {
             ack(Err(Error::config("the journal's writer has stopped")));
@@ -440,6 +501,7 @@ impl Journal {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.this_process()?;
         let mut slot = self.0.reader.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(connect(&self.0.path)?);
