@@ -413,3 +413,72 @@ fn keys_generate_writes_a_private_key_and_its_jwks() {
     );
     assert_eq!(code, 2);
 }
+
+/// `-v`/`-vv`/`-vvv` and `CIBMTR_FHIR_LOG` print the SDK's retries to stderr; without them
+/// nothing is logged; an unknown level is named in one line and the command still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_flags_and_the_log_variable_switch_logging_on() {
+    let sb = Sandbox::start(SandboxConfig {
+        okta_rate_per_second: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = sb.credentials.okta.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for (i, (flag, env)) in [
+        (None, None),
+        (Some("-v"), None),
+        (Some("-vv"), None),
+        (Some("-vvv"), None),
+        (None, Some("debug")),
+        (None, Some("loud")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Each run meets one 503 from the token endpoint first.
+        sb.set_fault(
+            Route::OktaToken,
+            Fault {
+                status: 503,
+                times: 1,
+                ..Fault::default()
+            },
+        );
+        let mut cmd = bin();
+        cmd.args(flag)
+            .args(["token", "--flow", "password", "--token-url", &c.token_url])
+            .args(["--client-id", &c.client_id, "--username", &c.username])
+            .arg("--store")
+            .arg(dir.path().join(format!("t{i}.json")))
+            .env("CIBMTR_CLIENT_SECRET", &c.client_secret)
+            .env("CIBMTR_PASSWORD", &c.password)
+            .env_remove("CIBMTR_FHIR_LOG");
+        if let Some(level) = env {
+            cmd.env("CIBMTR_FHIR_LOG", level);
+        }
+        let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{flag:?} {env:?}: {err}");
+        assert!(!out.trim().is_empty());
+        outputs.push(err);
+    }
+    let retried = |e: &String| e.contains("token request failed") && e.contains("retrying");
+    assert!(outputs[0].is_empty(), "no logging by default: {}", outputs[0]);
+    // -v is info: the retry is a debug event.
+    assert!(!retried(&outputs[1]), "{}", outputs[1]);
+    assert!(retried(&outputs[2]) && outputs[2].contains("DEBUG"), "{}", outputs[2]);
+    assert!(retried(&outputs[3]) && outputs[3].contains("TRACE"), "{}", outputs[3]);
+    assert!(retried(&outputs[4]), "{}", outputs[4]);
+    assert!(
+        outputs[5].contains("CIBMTR_FHIR_LOG=\"loud\" is not a level") && !retried(&outputs[5]),
+        "{}",
+        outputs[5]
+    );
+    for e in &outputs {
+        assert!(!e.contains(&c.password) && !e.contains(&c.client_secret), "{e}");
+    }
+}
