@@ -528,6 +528,12 @@ async fn a_killed_lock_holder_is_replaced_after_the_lock_timeout() {
         assert!(Instant::now() < deadline, "the holder never took the lock");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The holder takes the lock, then sends its token request: on a loaded machine the request
+    // can reach the sandbox a moment after the lock appears.
+    while sb.token_requests(&sb.credentials.okta.client_id) == 0 {
+        assert!(Instant::now() < deadline, "the holder never asked the token endpoint");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 1);
     // Alive, the holder keeps its lock past the timeout (the watchdog extends it).
     tokio::time::sleep(Duration::from_millis(2_500)).await;
