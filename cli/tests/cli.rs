@@ -262,8 +262,18 @@ async fn crid_patient_and_labs_submit_twice_submits_nothing_twice() {
     assert!(all_output.contains("retrying"), "{all_output}");
     let seen = sb.secrets_seen();
     let o = &sb.credentials.okta;
-    for must in [&o.client_secret, &o.password, "123-45-6789", "Annabel", "Smithfield", "1961-07-04"] {
-        assert!(seen.iter().any(|s| s == must), "the sandbox recorded {must:?}");
+    for must in [
+        &o.client_secret,
+        &o.password,
+        "123-45-6789",
+        "Annabel",
+        "Smithfield",
+        "1961-07-04",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == must),
+            "the sandbox recorded {must:?}"
+        );
     }
     assert!(seen.len() >= 7, "{} values", seen.len());
     let leaked = seen.iter().find(|s| all_output.contains(s.as_str()));
@@ -467,11 +477,23 @@ async fn verbose_flags_and_the_log_variable_switch_logging_on() {
         outputs.push(err);
     }
     let retried = |e: &String| e.contains("token request failed") && e.contains("retrying");
-    assert!(outputs[0].is_empty(), "no logging by default: {}", outputs[0]);
+    assert!(
+        outputs[0].is_empty(),
+        "no logging by default: {}",
+        outputs[0]
+    );
     // -v is info: the retry is a debug event.
     assert!(!retried(&outputs[1]), "{}", outputs[1]);
-    assert!(retried(&outputs[2]) && outputs[2].contains("DEBUG"), "{}", outputs[2]);
-    assert!(retried(&outputs[3]) && outputs[3].contains("TRACE"), "{}", outputs[3]);
+    assert!(
+        retried(&outputs[2]) && outputs[2].contains("DEBUG"),
+        "{}",
+        outputs[2]
+    );
+    assert!(
+        retried(&outputs[3]) && outputs[3].contains("TRACE"),
+        "{}",
+        outputs[3]
+    );
     assert!(retried(&outputs[4]), "{}", outputs[4]);
     assert!(
         outputs[5].contains("CIBMTR_FHIR_LOG=\"loud\" is not a level") && !retried(&outputs[5]),
@@ -479,6 +501,9 @@ async fn verbose_flags_and_the_log_variable_switch_logging_on() {
         outputs[5]
     );
     for e in &outputs {
-        assert!(!e.contains(&c.password) && !e.contains(&c.client_secret), "{e}");
+        assert!(
+            !e.contains(&c.password) && !e.contains(&c.client_secret),
+            "{e}"
+        );
     }
 }

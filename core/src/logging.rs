@@ -73,6 +73,9 @@ mod tests {
         assert_eq!(parse_level(Some("Trace")), Ok(Some(Level::TRACE)));
         assert_eq!(parse_level(Some("warning")), Ok(Some(Level::WARN)));
         let e = parse_level(Some("loud")).unwrap_err();
-        assert!(e.contains("CIBMTR_FHIR_LOG") && e.contains("\"loud\"") && e.contains("trace"), "{e}");
+        assert!(
+            e.contains("CIBMTR_FHIR_LOG") && e.contains("\"loud\"") && e.contains("trace"),
+            "{e}"
+        );
     }
 }

@@ -531,7 +531,10 @@ async fn a_killed_lock_holder_is_replaced_after_the_lock_timeout() {
     // The holder takes the lock, then sends its token request: on a loaded machine the request
     // can reach the sandbox a moment after the lock appears.
     while sb.token_requests(&sb.credentials.okta.client_id) == 0 {
-        assert!(Instant::now() < deadline, "the holder never asked the token endpoint");
+        assert!(
+            Instant::now() < deadline,
+            "the holder never asked the token endpoint"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sb.token_requests(&sb.credentials.okta.client_id), 1);
@@ -709,11 +712,17 @@ async fn rediss_with_a_private_ca_shares_tokens_and_an_untrusted_server_is_not_u
     let trusted = format!("rediss://127.0.0.1:{tls_port}/?ca_file={ca}&timeout_ms=2000");
     let a = grant(&sb, store(&trusted)).token().await.unwrap();
     let b = grant(&sb, store(&trusted)).token().await.unwrap();
-    assert_eq!(a.secret(), b.secret(), "the second flow read the first one's token over TLS");
+    assert_eq!(
+        a.secret(),
+        b.secret(),
+        "the second flow read the first one's token over TLS"
+    );
     let client_id = sb.credentials.okta.client_id.clone();
     assert_eq!(sb.token_requests(&client_id), 1);
     assert!(
-        dump(&redis).iter().any(|(k, _)| k.starts_with("cibmtr-fhir:token:v1:")),
+        dump(&redis)
+            .iter()
+            .any(|(k, _)| k.starts_with("cibmtr-fhir:token:v1:")),
         "the entry was written through the TLS port"
     );
 
@@ -723,12 +732,22 @@ async fn rediss_with_a_private_ca_shares_tokens_and_an_untrusted_server_is_not_u
     grant(&sb, store(&untrusted)).token().await.unwrap();
     grant(&sb, store(&untrusted)).token().await.unwrap();
     assert_eq!(sb.token_requests(&client_id), 3);
-    assert!(!dump(&redis).iter().any(|(k, _)| k.starts_with("untrusted:")));
+    assert!(
+        !dump(&redis)
+            .iter()
+            .any(|(k, _)| k.starts_with("untrusted:"))
+    );
 
     for (url, rule) in [
-        (format!("redis://127.0.0.1:{tls_port}/?ca_file={ca}"), "rediss://"),
         (
-            format!("rediss://127.0.0.1:{tls_port}/?ca_file={}", ca.replace("ca.pem", "server.key")),
+            format!("redis://127.0.0.1:{tls_port}/?ca_file={ca}"),
+            "rediss://",
+        ),
+        (
+            format!(
+                "rediss://127.0.0.1:{tls_port}/?ca_file={}",
+                ca.replace("ca.pem", "server.key")
+            ),
             "no PEM certificate",
         ),
         (

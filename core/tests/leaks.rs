@@ -111,7 +111,10 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
     // Client credentials, in the body and as HTTP Basic.
     for (c, method) in [
         (&sb.credentials.msk, ClientAuthMethod::ClientSecretPost),
-        (&sb.credentials.msk_basic, ClientAuthMethod::ClientSecretBasic),
+        (
+            &sb.credentials.msk_basic,
+            ClientAuthMethod::ClientSecretBasic,
+        ),
     ] {
         let cc = ClientCredentials::builder(&c.token_url, &c.client_id, c.client_secret.as_str())
             .scope(&c.scope)
@@ -129,8 +132,16 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
         .unwrap();
     let b = &sb.credentials.backend;
     for (client, pem, alg) in [
-        ("leak-test-rs384", key.private_pem.clone(), KeyAlgorithm::RS384),
-        (b.client_id.as_str(), b.private_key_pem.clone().into(), KeyAlgorithm::ES384),
+        (
+            "leak-test-rs384",
+            key.private_pem.clone(),
+            KeyAlgorithm::RS384,
+        ),
+        (
+            b.client_id.as_str(),
+            b.private_key_pem.clone().into(),
+            KeyAlgorithm::ES384,
+        ),
     ] {
         let bs = BackendServices::builder(client, pem)
             .algorithm(alg)
@@ -157,7 +168,13 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
     tokens.push(app.token().await.unwrap().secret().to_owned());
     app.invalidate();
     let t = app.token().await.unwrap();
-    let refresh = t.token().refresh_token.as_ref().unwrap().expose().to_owned();
+    let refresh = t
+        .token()
+        .refresh_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
     tokens.push(t.secret().to_owned());
     shown.push(format!("{app:?} {t:?} {:?} {:?}", t.token(), app.context()));
     let replay = app.complete(&back).await.unwrap_err();
@@ -186,7 +203,14 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
     sb.set_fault(Route::ObservationSearch, fault(503, &[]));
     sb.set_fault(Route::ObservationCreate, fault(502, &[]));
     let labs: Vec<LabResult> = (0..5)
-        .map(|i| LabResult::new("718-7", 10.0 + f64::from(i), "g/dL", "2024-03-01T07:45:00-06:00"))
+        .map(|i| {
+            LabResult::new(
+                "718-7",
+                10.0 + f64::from(i),
+                "g/dL",
+                "2024-03-01T07:45:00-06:00",
+            )
+        })
         .collect();
     let report = client
         .submit_labs(crid, labs.clone(), &SubmitOptions::default())
@@ -230,7 +254,10 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
         eprintln!("{logged}");
     }
     // Logging was on and had things to say.
-    assert!(logged.contains("TRACE") || logged.contains("DEBUG"), "{logged}");
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG"),
+        "{logged}"
+    );
     assert!(logged.contains("retrying"), "{logged}");
 
     let seen = sb.secrets_seen();
@@ -254,7 +281,10 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
         .filter(|s| s.starts_with("ey") && s.matches('.').count() == 2)
         .count();
     assert!(assertions >= 2, "client assertions recorded: {assertions}");
-    let verifiers = seen.iter().filter(|s| s.len() >= 43 && !s.contains('.')).count();
+    let verifiers = seen
+        .iter()
+        .filter(|s| s.len() >= 43 && !s.contains('.'))
+        .count();
     assert!(verifiers >= 1);
 
     let leak = |text: &str| seen.iter().find(|s| text.contains(s.as_str())).cloned();

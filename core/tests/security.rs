@@ -399,7 +399,10 @@ async fn a_token_file_another_user_owns_is_refused() {
     let e = okta(&sb, TokenStore::file(&path)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
     let msg = e.to_string();
-    assert!(msg.contains("owned by another user") && msg.contains(&format!("uid {me}")), "{msg}");
+    assert!(
+        msg.contains("owned by another user") && msg.contains(&format!("uid {me}")),
+        "{msg}"
+    );
     assert_eq!(sb.token_requests_total(), 0);
 }
 

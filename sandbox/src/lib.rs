@@ -416,7 +416,10 @@ impl Sandbox {
                 &format!("{}/{{*rest}}", fhir::AIDBOX_PATH),
                 any(fhir::aidbox),
             )
-            .layer(axum::middleware::from_fn_with_state(inner.clone(), wire::record))
+            .layer(axum::middleware::from_fn_with_state(
+                inner.clone(),
+                wire::record,
+            ))
             .with_state(inner.clone());
         let (shutdown, stopped) = watch::channel(());
         faults::spawn_server(listener, router, stopped, inner.detached.clone());

@@ -98,7 +98,11 @@ pub(crate) async fn record(State(inner): State<Arc<Inner>>, req: Request, next: 
         return next.run(req).await;
     };
     let seen = &inner.seen;
-    if let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Some(b) = auth.strip_prefix("Basic ") {
             if let Ok(raw) = STANDARD.decode(b.trim()) {
                 let raw = String::from_utf8_lossy(&raw);
@@ -141,7 +145,10 @@ pub(crate) async fn record(State(inner): State<Arc<Inner>>, req: Request, next: 
     if kind != Kind::Authorization {
         return resp;
     }
-    if let Some(loc) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok())
+    if let Some(loc) = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
         && let Some((_, q)) = loc.split_once('?')
     {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {

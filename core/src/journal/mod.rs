@@ -732,10 +732,7 @@ fn commit_group(
     if gathered.is_empty() && group.is_empty() {
         return;
     }
-    let group = gathered
-        .into_iter()
-        .map(|w| (w, None))
-        .chain(group);
+    let group = gathered.into_iter().map(|w| (w, None)).chain(group);
     let mut outcomes: Vec<(Option<Ack>, Result<()>)> = Vec::new();
     let begun = statement(conn, "BEGIN IMMEDIATE");
     for (work, ack) in group {
@@ -743,7 +740,9 @@ fn commit_group(
             Err(e) => Err(db_err(path, "write it", e)),
             // A piece someone waits for runs under a savepoint, so its failure undoes it
             // alone; the others are single statements.
-            Ok(()) if ack.is_some() => run_piece(conn, work).map_err(|e| db_err(path, "write it", e)),
+            Ok(()) if ack.is_some() => {
+                run_piece(conn, work).map_err(|e| db_err(path, "write it", e))
+            }
             Ok(()) => work(conn).map_err(|e| db_err(path, "write it", e)),
         };
         outcomes.push((ack, r));
