@@ -10,30 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
 use crate::convert::{Json, JsonList};
-use crate::error::{OrRaise, invalid};
+use crate::error::OrRaise;
 
 fn config(message: String) -> Error {
     Error::Config { message }
-}
-
-/// An export format of `Journal.export`.
-#[derive(Clone, Copy)]
-enum Format {
-    Csv,
-    Json,
-}
-
-impl Format {
-    fn parse(name: &str) -> Result<Format, Error> {
-        match name.to_ascii_lowercase().as_str() {
-            "csv" => Ok(Format::Csv),
-            "json" => Ok(Format::Json),
-            _ => Err(invalid(
-                "format",
-                format!("must be \"csv\" or \"json\", not {name:?}"),
-            )),
-        }
-    }
 }
 
 /// The submission journal that `submit_labs(..., journal=path)` writes: an SQLite file, read here
@@ -59,28 +39,6 @@ impl Journal {
     }
 }
 
-/// The export of `batch_id` as text: exactly what `cibmtr-fhir journal export` prints.
-fn export_text(
-    journal: &core::Journal,
-    batch_id: &str,
-    format: Format,
-) -> cibmtr_fhir::Result<String> {
-    let bytes = match format {
-        Format::Csv => {
-            let mut bytes = Vec::new();
-            journal.export_csv(batch_id, &mut bytes)?;
-            bytes
-        }
-        Format::Json => {
-            let mut bytes = serde_json::to_vec_pretty(&journal.export_json(batch_id)?)
-                .map_err(|e| config(format!("cannot write the JSON export: {e}")))?;
-            bytes.push(b'\n');
-            bytes
-        }
-    };
-    String::from_utf8(bytes).map_err(|e| config(format!("the export is not UTF-8: {e}")))
-}
-
 #[pymethods]
 impl Journal {
     /// Opens the journal at `path` (a `ConfigError` naming it if there is no file there, or if the
@@ -89,15 +47,7 @@ impl Journal {
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let p = path.clone();
         let inner = py
-            .detach(move || {
-                if !p.exists() {
-                    return Err(config(format!(
-                        "journal {}: no such file (submit_labs(..., journal=path) makes one)",
-                        p.display()
-                    )));
-                }
-                core::Journal::open_existing(&p)
-            })
+            .detach(move || core::Journal::open_existing(&p))
             .or_raise()?;
         Ok(Journal { inner, path })
     }
@@ -153,9 +103,10 @@ impl Journal {
         format: &str,
         path: Option<PathBuf>,
     ) -> PyResult<String> {
-        let format = Format::parse(format).or_raise()?;
+        let format: core::ExportFormat = format.parse().or_raise()?;
         self.read(py, |j| {
-            let text = export_text(j, batch_id, format)?;
+            let text = String::from_utf8(j.export(batch_id, format)?)
+                .map_err(|e| config(format!("the export is not UTF-8: {e}")))?;
             if let Some(path) = &path {
                 std::fs::write(path, &text).map_err(|e| {
                     config(format!("cannot write {}: {}", path.display(), e.kind()))

@@ -170,15 +170,13 @@ pub fn run(command: JournalCommand, from_profile: Option<PathBuf>) -> Result<(),
             journal,
         } => {
             let journal = open(&pick(journal), true)?;
-            let mut bytes: Vec<u8> = Vec::new();
-            match format {
-                ExportFormat::Csv => journal.export_csv(&batch, &mut bytes)?,
-                ExportFormat::Json => {
-                    let v = journal.export_json(&batch)?;
-                    bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
-                    bytes.push(b'\n');
-                }
-            }
+            let bytes = journal.export(
+                &batch,
+                match format {
+                    ExportFormat::Csv => cibmtr_fhir::journal::ExportFormat::Csv,
+                    ExportFormat::Json => cibmtr_fhir::journal::ExportFormat::Json,
+                },
+            )?;
             match output {
                 Some(path) => std::fs::write(&path, &bytes).map_err(|e| Error::Config {
                     message: format!("cannot write {}: {}", path.display(), e.kind()),

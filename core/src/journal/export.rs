@@ -31,7 +31,50 @@ pub const CSV_COLUMNS: &[&str] = &[
     "status",
 ];
 
+/// A format of [`Journal::export`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One row per item (see [`CSV_COLUMNS`]).
+    Csv,
+    /// `{"batch": {...}, "items": [...]}`, pretty-printed, with a final newline.
+    Json,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = Error;
+
+    /// `csv` or `json`, in any case; anything else is a validation error on `format`.
+    fn from_str(name: &str) -> Result<ExportFormat> {
+        match name.to_ascii_lowercase().as_str() {
+            "csv" => Ok(ExportFormat::Csv),
+            "json" => Ok(ExportFormat::Json),
+            _ => Err(Error::validation(
+                "format",
+                format!("must be \"csv\" or \"json\", not {name:?}"),
+            )),
+        }
+    }
+}
+
 impl Journal {
+    /// The batch for audit in `format`, as the bytes every front end writes (`cibmtr-fhir
+    /// journal export`, the language packages).
+    pub fn export(&self, batch_id: &str, format: ExportFormat) -> Result<Vec<u8>> {
+        match format {
+            ExportFormat::Csv => {
+                let mut bytes = Vec::new();
+                self.export_csv(batch_id, &mut bytes)?;
+                Ok(bytes)
+            }
+            ExportFormat::Json => {
+                let mut bytes = serde_json::to_vec_pretty(&self.export_json(batch_id)?)
+                    .map_err(|e| Error::config(format!("cannot write the JSON export: {e}")))?;
+                bytes.push(b'\n');
+                Ok(bytes)
+            }
+        }
+    }
+
     /// The batch as JSON: `{"batch": {...counts, status...}, "items": [...]}`.
     pub fn export_json(&self, batch_id: &str) -> Result<Value> {
         let batch = self.batch(batch_id)?;

@@ -57,7 +57,7 @@ use crate::error::{Error, Result};
 
 mod export;
 
-pub use export::CSV_COLUMNS;
+pub use export::{CSV_COLUMNS, ExportFormat};
 
 /// Schema version, in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -350,7 +350,7 @@ impl Journal {
         let path = path.as_ref();
         if !path.is_file() {
             return Err(Error::config(format!(
-                "journal {}: no such file",
+                "journal {}: no such file (a submission with a journal makes one)",
                 path.display()
             )));
         }
