@@ -257,20 +257,16 @@ const PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.verbose {
-        0 => {
-            cibmtr_fhir::logging::init_from_env();
-        }
-        1 => {
-            cibmtr_fhir::logging::init_stderr(tracing::Level::INFO);
-        }
-        2 => {
-            cibmtr_fhir::logging::init_stderr(tracing::Level::DEBUG);
-        }
-        _ => {
-            cibmtr_fhir::logging::init_stderr(tracing::Level::TRACE);
-        }
-    }
+    let level = match cli.verbose {
+        0 => None,
+        1 => Some(tracing::Level::INFO),
+        2 => Some(tracing::Level::DEBUG),
+        _ => Some(tracing::Level::TRACE),
+    };
+    match level {
+        Some(level) => cibmtr_fhir::logging::init_stderr(level),
+        None => cibmtr_fhir::logging::init_from_env(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

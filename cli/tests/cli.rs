@@ -1,7 +1,7 @@
 //! The `cibmtr-fhir` binary, run as a user would.
 use std::process::Command;
 
-use cibmtr_fhir_sandbox::{Fault, Route, Sandbox, SandboxConfig};
+use cibmtr_fhir_sandbox::{Fault, OktaCredentials, Route, Sandbox, SandboxConfig};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cibmtr-fhir"))
@@ -139,6 +139,15 @@ fn cibmtr_env(cmd: &mut Command, sb: &Sandbox, store: &std::path::Path) {
         .env("CIBMTR_FHIR_CONFIG", "/nonexistent/cibmtr-fhir.toml")
         .env("CIBMTR_FHIR_LOG", "trace")
         .env_remove("CIBMTR_PROFILE");
+}
+
+/// `token --flow password` for the sandbox's Okta user, cached in `store` (secrets from the
+/// environment the caller sets).
+fn password_token(cmd: &mut Command, o: &OktaCredentials, store: &std::path::Path) {
+    cmd.args(["token", "--flow", "password", "--token-url", &o.token_url])
+        .args(["--client-id", &o.client_id, "--username", &o.username])
+        .arg("--store")
+        .arg(store);
 }
 
 fn run_ok(cmd: &mut Command) -> (String, String, i32) {
@@ -282,10 +291,7 @@ async fn crid_patient_and_labs_submit_twice_submits_nothing_twice() {
     let mut cmd = bin();
     cibmtr_env(&mut cmd, &sb, &store);
     let o = &sb.credentials.okta;
-    cmd.args(["token", "--flow", "password", "--token-url", &o.token_url])
-        .args(["--client-id", &o.client_id, "--username", &o.username])
-        .arg("--store")
-        .arg(&store);
+    password_token(&mut cmd, o, &store);
     let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
         .await
         .unwrap();
@@ -458,12 +464,9 @@ async fn verbose_flags_and_the_log_variable_switch_logging_on() {
             },
         );
         let mut cmd = bin();
-        cmd.args(flag)
-            .args(["token", "--flow", "password", "--token-url", &c.token_url])
-            .args(["--client-id", &c.client_id, "--username", &c.username])
-            .arg("--store")
-            .arg(dir.path().join(format!("t{i}.json")))
-            .env("CIBMTR_CLIENT_SECRET", &c.client_secret)
+        cmd.args(flag);
+        password_token(&mut cmd, &c, &dir.path().join(format!("t{i}.json")));
+        cmd.env("CIBMTR_CLIENT_SECRET", &c.client_secret)
             .env("CIBMTR_PASSWORD", &c.password)
             .env_remove("CIBMTR_FHIR_LOG");
         if let Some(level) = env {
