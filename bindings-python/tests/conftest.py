@@ -4,10 +4,12 @@ caches never leak from one test into another)."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Iterator
+import warnings
+from typing import Any, Callable, Dict, Iterator
 
 import pytest
 
@@ -55,3 +57,27 @@ def follow_login(authorization_url: str) -> str:
         assert e.code in (302, 303), e.code
         return str(e.headers["Location"])
     raise AssertionError("the authorization endpoint did not redirect")
+
+
+def in_forked_child(body: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """Runs ``body(out)`` in a ``fork()``ed child and returns the ``out`` dict it filled (an
+    exception in the child lands in ``out["error"]``). The child reports through a pipe and never
+    returns into pytest; the child's exit status is asserted here."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork" on 3.12+
+        pid = os.fork()
+    if pid == 0:
+        out: Dict[str, Any] = {}
+        try:
+            body(out)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            out["error"] = repr(e)
+        os.write(write_end, json.dumps(out).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        out = json.loads(f.read())
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and "error" not in out, out
+    return out

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import json
-import os
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import cibmtr_fhir as cf
 
-from conftest import lab
+from conftest import in_forked_child, lab
 
 
 def test_16_threads_sharing_one_client_make_one_token_request(sb: cf.Sandbox, okta: dict) -> None:
@@ -67,32 +64,20 @@ def test_forked_child_makes_its_own_requests(sb: cf.Sandbox, okta: dict) -> None
     client = sb.cibmtr_client()
     crid = client.register_crid("Jane", "Doe", "1970-01-31", "F")
     client.submit_lab(crid, lab(1.0))
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork" on 3.12+
-        pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
-        out: dict = {}
+
+    def child(out: dict) -> None:
+        started = time.monotonic()
         try:
-            started = time.monotonic()
-            try:
-                client.observations(crid)
-                out["inherited"] = "worked"
-            except cf.ConfigError as e:
-                out["inherited"] = f"ConfigError after {time.monotonic() - started:.2f}s: {e}"
-            own = sb.cibmtr_client()
-            out["status"] = own.submit_lab(crid, lab(2.0)).status
-            out["observations"] = len(own.observations(crid))
-            out["token"] = bool(own.fhir.capabilities())
-        except BaseException as e:  # noqa: BLE001
-            out["error"] = repr(e)
-        os.write(write_end, json.dumps(out).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        out = json.loads(f.read())
-    _, status = os.waitpid(pid, 0)
-    assert status == 0 and "error" not in out, out
+            client.observations(crid)
+            out["inherited"] = "worked"
+        except cf.ConfigError as e:
+            out["inherited"] = f"ConfigError after {time.monotonic() - started:.2f}s: {e}"
+        own = sb.cibmtr_client()
+        out["status"] = own.submit_lab(crid, lab(2.0)).status
+        out["observations"] = len(own.observations(crid))
+        out["token"] = bool(own.fhir.capabilities())
+
+    out = in_forked_child(child)
     # An object built before the fork works in the child: the core's HTTP pool is per process.
     assert out["inherited"] == "worked", out
     assert out["status"] == "created" and out["observations"] == 2

@@ -13,14 +13,13 @@ import shutil
 import sqlite3
 import subprocess
 import threading
-import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 import cibmtr_fhir as cf
 
-from conftest import REPO, lab
+from conftest import REPO, in_forked_child, lab
 
 
 def _cli() -> Optional[pathlib.Path]:
@@ -243,32 +242,19 @@ def test_a_forked_child_opens_the_journal_again(submitted: Submitted) -> None:
     path, report, sb = submitted
     journal = cf.Journal(path)
     journal.batches()
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork" on 3.12+
-        pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
-        out: Dict[str, Any] = {}
+
+    def child(out: Dict[str, Any]) -> None:
         try:
-            try:
-                journal.batches()
-                out["inherited"] = "worked"
-            except cf.ConfigError as e:
-                out["inherited"] = str(e)
-            client = sb.cibmtr_client()
-            crid = client.register_crid("Jo", "Journal", "1970-01-31", "F")
-            child = client.submit_labs(crid, [lab(42.0)], journal=path)
-            out["batch"] = child.batch_id
-            out["seen"] = [b["id"] for b in cf.Journal(path).batches()]
-        except BaseException as e:  # noqa: BLE001
-            out["error"] = repr(e)
-        os.write(write_end, json.dumps(out).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        out = json.loads(f.read())
-    _, status = os.waitpid(pid, 0)
-    assert status == 0 and "error" not in out, out
+            journal.batches()
+            out["inherited"] = "worked"
+        except cf.ConfigError as e:
+            out["inherited"] = str(e)
+        client = sb.cibmtr_client()
+        crid = client.register_crid("Jo", "Journal", "1970-01-31", "F")
+        out["batch"] = client.submit_labs(crid, [lab(42.0)], journal=path).batch_id
+        out["seen"] = [b["id"] for b in cf.Journal(path).batches()]
+
+    out = in_forked_child(child)
     assert "fork" in out["inherited"], out
     assert set(out["seen"]) == {report.batch_id, out["batch"]}, out
     assert {b["id"] for b in journal.batches()} == {report.batch_id, out["batch"]}
