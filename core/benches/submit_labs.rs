@@ -318,6 +318,9 @@ fn recipient(tag: &str) -> Demographics {
 }
 
 /// `n` distinct hemoglobin results, one a minute from 2024-01-01.
+/// `n` distinct hemoglobin results, one a minute from 2024-01-01 UTC: the labs every client of
+/// benches/run-all.sh submits (Python's `bench.labs`, the CLI's CSV, Node's `node_client.mjs`),
+/// so each sends the same Observations as the others and as the `wrk` baseline.
 fn labs(n: usize) -> Vec<LabResult> {
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -327,11 +330,10 @@ fn labs(n: usize) -> Vec<LabResult> {
             let t = start + chrono::Duration::minutes(i as i64);
             LabResult::new(
                 "718-7",
-                10.0 + (i % 60) as f64 / 10.0,
+                12.5,
                 "g/dL",
-                format!("{}-05:00", t.format("%Y-%m-%dT%H:%M:%S")),
+                format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S")),
             )
-            .with_reference_range(12.0, 16.0)
         })
         .collect()
 }
@@ -823,6 +825,9 @@ fn client_role() {
             .register_crid(&recipient(&format!("memory {n}")))
             .await
             .expect("CRID");
+        // As the Python and Node clients of benches/run-all.sh do: the Patient exists before the
+        // clock starts.
+        client.ensure_patient(crid).await.expect("Patient");
         let hwm_warm = vmhwm_kb();
         let labs = labs(n);
         let input = labs_bytes(&labs) + (labs.capacity() - labs.len()) * size_of::<LabResult>();

@@ -541,3 +541,159 @@ async fn observations_page_through_everything() {
     let all: Vec<Value> = c.observations(crid).await.unwrap();
     assert_eq!(all.len(), 130, "default page size is 50: three pages");
 }
+
+/// Whichever way an item goes (sent one by one or in Bundles, already on the server, repeated in
+/// the batch, failing its checks), its report carries the submission identifier of its own
+/// content, and what reached the server is the Observation `observation_resource` builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_item_carries_its_own_submission_id() {
+    use cibmtr_fhir::cibmtr::{Ccn, observation_resource, submission_id};
+    use cibmtr_fhir::fhir::FhirVersion;
+    let sb = sandbox().await;
+    let auth = okta(&sb);
+    let c = client(&sb, &auth);
+    let ccn = Ccn::parse("12345").unwrap();
+    for (use_bundles, first) in [(false, "Jane"), (true, "Joan")] {
+        let crid = c
+            .register_crid(&Demographics::new(first, "Doe", "1970-01-31", "F"))
+            .await
+            .unwrap();
+        let patient_id = c.ensure_patient(crid).await.unwrap();
+        let mut input = labs(6);
+        c.submit_lab(crid, &input[0]).await.unwrap();
+        input.push(input[2].clone());
+        input.push(LabResult::new(
+            "718-7",
+            f64::NAN,
+            "g/dL",
+            "2024-05-01T08:30:00Z",
+        ));
+        let options = SubmitOptions {
+            use_bundles,
+            bundle_size: 2,
+            ..Default::default()
+        };
+        let report = c.submit_labs(crid, input.clone(), &options).await.unwrap();
+        let statuses: Vec<ItemStatus> = report.items.iter().map(|i| i.status).collect();
+        use ItemStatus::*;
+        assert_eq!(
+            statuses,
+            [
+                AlreadyPresent,
+                Created,
+                Created,
+                Created,
+                Created,
+                Created,
+                AlreadyPresent,
+                Failed
+            ],
+            "bundles: {use_bundles}"
+        );
+        let on_server: HashMap<String, Value> = sb
+            .observations()
+            .into_iter()
+            .map(|o| (o["id"].as_str().unwrap().to_owned(), o))
+            .collect();
+        for (item, lab) in report.items.iter().zip(&input) {
+            if item.status == Failed {
+                assert_eq!(item.submission_id, None);
+                continue;
+            }
+            let sid = submission_id(lab, crid, &ccn);
+            assert_eq!(
+                item.submission_id.as_deref(),
+                Some(sid.as_str()),
+                "{item:?}"
+            );
+            let stored = &on_server[item.id.as_deref().unwrap()];
+            let built = observation_resource(
+                lab,
+                crid,
+                &patient_id,
+                &ccn,
+                UriFamily::default(),
+                FhirVersion::default(),
+            );
+            for field in [
+                "identifier",
+                "code",
+                "subject",
+                "valueQuantity",
+                "referenceRange",
+            ] {
+                assert_eq!(
+                    stored[field], built[field],
+                    "{field} of item {}",
+                    item.index
+                );
+            }
+        }
+    }
+}
+
+/// A create answered without the resource in the body: the id comes from the `Location` header;
+/// answered with a body that names it, from the body.
+#[tokio::test]
+async fn a_created_labs_id_comes_from_the_body_or_the_location() {
+    let sb = sandbox().await;
+    let auth = okta(&sb);
+    let c = client(&sb, &auth);
+    let crid = c.register_crid(&jane()).await.unwrap();
+    c.ensure_patient(crid).await.unwrap();
+    let answers = [
+        (
+            "",
+            vec![(
+                "Location".to_owned(),
+                "Observation/from-location-1/_history/1".to_owned(),
+            )],
+            "from-location-1",
+        ),
+        (
+            r#"{"resourceType":"Observation","id":"from-body-7","status":"final"}"#,
+            vec![],
+            "from-body-7",
+        ),
+        (
+            r#"{"resourceType":"Observation","id":"  "}"#,
+            vec![("Location".to_owned(), "Observation/blank-id-9".to_owned())],
+            "blank-id-9",
+        ),
+    ];
+    for (i, (body, headers, want)) in answers.into_iter().enumerate() {
+        sb.set_fault(
+            Route::ObservationCreate,
+            Fault {
+                status: 201,
+                headers,
+                body: body.to_owned(),
+                times: 1,
+                ..Default::default()
+            },
+        );
+        let report = c
+            .submit_labs(crid, vec![labs(3).remove(i)], &SubmitOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.items[0].status, ItemStatus::Created, "{body}");
+        assert_eq!(report.items[0].id.as_deref(), Some(want), "{body}");
+    }
+    // Neither: the lab is reported failed, with the reason.
+    sb.set_fault(
+        Route::ObservationCreate,
+        Fault {
+            status: 201,
+            body: r#"{"resourceType":"Observation"}"#.into(),
+            times: 1,
+            ..Default::default()
+        },
+    );
+    let report = c
+        .submit_labs(crid, vec![labs(4).remove(3)], &SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.items[0].status, ItemStatus::Failed);
+    let e = report.items[0].error.as_ref().unwrap().to_string();
+    assert!(e.contains("neither its id nor a Location"), "{e}");
+}

@@ -183,7 +183,7 @@ async fn nothing_secret_or_identifying_is_logged_or_shown() {
         &HttpClient::shared(),
         &s.registration_url,
         "leak test app",
-        &[s.redirect_uri.clone()],
+        std::slice::from_ref(&s.redirect_uri),
         "launch/patient patient/*.read offline_access",
     )
     .await

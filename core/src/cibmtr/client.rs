@@ -13,8 +13,8 @@ use tokio::sync::OnceCell;
 use super::demographics::{Demographics, parse_crid_response};
 use super::labs::{LabOptions, LabResult};
 use super::resources::{
-    observation_resource, observation_search_by_crid, observation_search_by_submission_id,
-    observation_submission_id, patient_matches, patient_resource, patient_search_params,
+    observation_search_by_crid, observation_search_by_submission_id, observation_submission_id,
+    observation_with_submission_id, patient_matches, patient_resource, patient_search_params,
     submission_id,
 };
 use super::systems::{Ccn, SUBMISSION_ID_SYSTEM, UriFamily};
@@ -517,8 +517,8 @@ impl CibmtrClient {
     pub async fn submit_lab(&self, crid: i64, lab: &LabResult) -> Result<LabSubmission> {
         let checked = lab.check(&self.inner.lab_options)?;
         let patient_id = self.ensure_patient(crid).await?;
-        let obs = self.observation(&checked.lab, crid, &patient_id);
         let sid = submission_id(&checked.lab, crid, &self.inner.ccn);
+        let obs = self.observation(&checked.lab, &sid, &patient_id);
         let (status, id) = self.submit_checked(&obs, &sid, true).await?;
         Ok(LabSubmission {
             status,
@@ -553,8 +553,7 @@ impl CibmtrClient {
                     return Ok((status, id));
                 }
                 sending = true;
-                let created = self.inner.fhir.create(obs).await?;
-                Ok((ItemStatus::Created, resource_id(&created)?))
+                Ok((ItemStatus::Created, self.inner.fhir.create_id(obs).await?))
             }
             .await;
             match result {
@@ -684,6 +683,7 @@ impl CibmtrClient {
         // an earlier run saw arrive (not sent again) and which were in flight when it stopped
         // (in doubt: the server's answer below decides).
         let mut in_doubt: Vec<bool> = Vec::new();
+        let mut inserted = None;
         let shared_recorder: Option<Arc<Recorder>> = match &options.journal {
             None => None,
             Some(part) => {
@@ -696,7 +696,8 @@ impl CibmtrClient {
                         error: item.error.as_ref(),
                     })
                     .collect();
-                let (recorder, prior) = part.begin(crid, &recorded).await?;
+                let (recorder, prior, rows) = part.begin(crid, &recorded)?;
+                inserted = Some(rows);
                 drop(recorded);
                 in_doubt = vec![false; total];
                 for (k, p) in prior.into_iter().enumerate() {
@@ -731,6 +732,9 @@ impl CibmtrClient {
 
         let pending = labs.iter().filter(|l| l.is_some()).count();
         if pending == 0 {
+            if let Some(rows) = inserted {
+                rows.committed().await?;
+            }
             return Ok(finish(items, started, recorder).await);
         }
         let fail_pending = |mut items: Vec<ItemResult>, labs: &[Option<LabResult>], e: Error| {
@@ -744,15 +748,19 @@ impl CibmtrClient {
             items
         };
 
-        let patient_id = match self.ensure_patient(crid).await {
-            Ok(id) => id,
-            Err(e) => return Ok(finish(fail_pending(items, &labs, e), started, recorder).await),
+        // The Patient, and what the server already holds for this recipient by submission
+        // identifier (reported as already present, not sent; as created if an interrupted run of
+        // this batch sent it), while the journal commits its new rows. No outcome is recorded and
+        // nothing sent before those rows are committed.
+        let looked_up = match self.ensure_patient(crid).await {
+            Ok(id) => self.existing_submissions(crid).await.map(|m| (id, m)),
+            Err(e) => Err(e),
         };
-
-        // What the server already holds for this recipient, by submission identifier: reported
-        // as already present, not sent (as created if an interrupted run of this batch sent it).
-        let existing = match self.existing_submissions(crid).await {
-            Ok(m) => m,
+        if let Some(rows) = inserted {
+            rows.committed().await?;
+        }
+        let (patient_id, existing) = match looked_up {
+            Ok(found) => found,
             Err(e) => return Ok(finish(fail_pending(items, &labs, e), started, recorder).await),
         };
         for (item, lab) in items.iter_mut().zip(labs.iter_mut()) {
@@ -821,7 +829,6 @@ impl CibmtrClient {
         let mut task = AbortOnDrop(tokio::spawn(async move {
             sender
                 .send_all(
-                    crid,
                     &patient_id,
                     to_send,
                     items,
@@ -865,10 +872,10 @@ impl CibmtrClient {
 
     /// The lab's Observation for the recipient's Patient, in this client's URI family and FHIR
     /// version.
-    fn observation(&self, lab: &LabResult, crid: i64, patient_id: &str) -> Value {
-        observation_resource(
+    fn observation(&self, lab: &LabResult, submission_id: &str, patient_id: &str) -> Value {
+        observation_with_submission_id(
             lab,
-            crid,
+            submission_id,
             patient_id,
             &self.inner.ccn,
             self.inner.family,
@@ -882,7 +889,6 @@ impl CibmtrClient {
     #[allow(clippy::too_many_arguments)]
     async fn send_all(
         &self,
-        crid: i64,
         patient_id: &str,
         to_send: impl Iterator<Item = (usize, LabResult)>,
         mut items: Vec<ItemResult>,
@@ -894,23 +900,35 @@ impl CibmtrClient {
             Some((r, order)) => (Some(r), order),
             None => (None, Vec::new()),
         };
-        let mut done = |index: usize, outcome: Result<(ItemStatus, String)>| {
+        // Each sent item's submission identifier (computed by the checks) goes with its request
+        // and comes back with its outcome: neither hashed again nor copied.
+        let mut sids: Vec<Option<String>> =
+            items.iter_mut().map(|i| i.submission_id.take()).collect();
+        let to_send = to_send.map(|(index, lab)| {
+            let sid = sids[index].take().unwrap_or_default();
+            (index, lab, sid)
+        });
+        let mut outcomes_of = Vec::new();
+        let mut done = |index: usize, sid: String, outcome: Result<(ItemStatus, String)>| {
             if let Some(r) = recorder {
                 match &outcome {
                     Ok((status, id)) => r.outcome(index, *status, Some(id), None),
                     Err(e) => r.outcome(index, ItemStatus::Failed, None, Some(e)),
                 }
             }
-            record(&mut items[index], outcome);
+            outcomes_of.push(());
+            let item = &mut items[index];
+            item.submission_id = Some(sid);
+            record(item, outcome);
         };
         if options.use_bundles {
             let mut outcomes = futures_util::stream::iter(to_send)
                 .chunks(options.bundle_size)
-                .map(|chunk| self.send_chunk(crid, patient_id, chunk, tracker, recorder))
+                .map(|chunk| self.send_chunk(patient_id, chunk, tracker, recorder))
                 .buffer_unordered(options.concurrency);
             while let Some(results) = outcomes.next().await {
-                for (index, outcome) in results {
-                    done(index, outcome);
+                for (index, sid, outcome) in results {
+                    done(index, sid, outcome);
                 }
             }
         } else {
@@ -921,25 +939,30 @@ impl CibmtrClient {
             let marks = recorder.map(|j| j.marks(order, window));
             let marks = marks.as_ref();
             let mut outcomes = futures_util::stream::iter(to_send.enumerate())
-                .map(|(position, (index, lab))| {
+                .map(|(position, (index, lab, sid))| {
                     // Built when its turn comes: at most `concurrency` exist at once.
-                    let obs = self.observation(&lab, crid, patient_id);
+                    let obs = self.observation(&lab, &sid, patient_id);
                     async move {
-                        let sid = observation_submission_id(&obs).unwrap_or_default();
                         let r = match marks {
                             Some(m) => match m.ready(position).await {
-                                Ok(()) => self.submit_checked(&obs, sid, false).await,
+                                Ok(()) => self.submit_checked(&obs, &sid, false).await,
                                 Err(e) => Err(e),
                             },
-                            None => self.submit_checked(&obs, sid, false).await,
+                            None => self.submit_checked(&obs, &sid, false).await,
                         };
                         tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
-                        (index, r)
+                        (index, sid, r)
                     }
                 })
                 .buffer_unordered(options.concurrency);
-            while let Some((index, outcome)) = outcomes.next().await {
-                done(index, outcome);
+            while let Some((index, sid, outcome)) = outcomes.next().await {
+                done(index, sid, outcome);
+            }
+        }
+        // The identifiers of the items that were not sent go back where they were.
+        for (item, sid) in items.iter_mut().zip(sids) {
+            if sid.is_some() {
+                item.submission_id = sid;
             }
         }
         items
@@ -967,19 +990,15 @@ impl CibmtrClient {
     /// that a repeated Bundle creates nothing twice; the outcome of each entry.
     async fn send_chunk(
         &self,
-        crid: i64,
         patient_id: &str,
-        chunk: Vec<(usize, LabResult)>,
+        chunk: Vec<(usize, LabResult, String)>,
         tracker: &Tracker,
         journal: Option<&Recorder>,
-    ) -> Vec<(usize, Result<(ItemStatus, String)>)> {
+    ) -> Vec<(usize, String, Result<(ItemStatus, String)>)> {
         let chunk: Vec<(usize, String, Value)> = chunk
             .into_iter()
-            .map(|(index, lab)| {
-                let obs = self.observation(&lab, crid, patient_id);
-                let sid = observation_submission_id(&obs)
-                    .unwrap_or_default()
-                    .to_owned();
+            .map(|(index, lab, sid)| {
+                let obs = self.observation(&lab, &sid, patient_id);
                 (index, sid, obs)
             })
             .collect();
@@ -995,11 +1014,11 @@ impl CibmtrClient {
             Err(e) => chunk.iter().map(|_| Err(e.clone())).collect(),
         };
         chunk
-            .iter()
+            .into_iter()
             .zip(results)
-            .map(|((index, _, _), r)| {
+            .map(|((index, sid, _), r)| {
                 tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
-                (*index, r)
+                (index, sid, r)
             })
             .collect()
     }

@@ -155,6 +155,19 @@ pub fn observation_resource(
     family: UriFamily,
     version: FhirVersion,
 ) -> Value {
+    let sid = submission_id(lab, crid, ccn);
+    observation_with_submission_id(lab, &sid, patient_id, ccn, family, version)
+}
+
+/// [`observation_resource`] for a lab whose [`submission_id`] is already known.
+pub(crate) fn observation_with_submission_id(
+    lab: &LabResult,
+    submission_id: &str,
+    patient_id: &str,
+    ccn: &Ccn,
+    family: UriFamily,
+    version: FhirVersion,
+) -> Value {
     let category_system = match version {
         FhirVersion::Stu3 => "http://hl7.org/fhir/observation-category",
         FhirVersion::R4 => "http://terminology.hl7.org/CodeSystem/observation-category",
@@ -185,7 +198,7 @@ pub fn observation_resource(
     let mut obs = json!({
         "resourceType": "Observation",
         "meta": { "security": security(ccn, family) },
-        "identifier": [{ "system": SUBMISSION_ID_SYSTEM, "value": submission_id(lab, crid, ccn) }],
+        "identifier": [{ "system": SUBMISSION_ID_SYSTEM, "value": submission_id }],
         "status": status(lab),
         "category": [{ "coding": [{
             "system": category_system,

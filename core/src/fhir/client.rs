@@ -166,11 +166,22 @@ impl FhirClientBuilder {
     }
 }
 
-/// A successful answer: status, headers and the parsed JSON body (`Null` when empty).
-struct Answer {
+/// A successful answer: status, headers and the parsed body (JSON: `Null` when empty).
+struct Answer<T = Value> {
     status: StatusCode,
     headers: HeaderMap,
-    body: Value,
+    body: T,
+}
+
+/// How a success answer's body is read.
+type ParseBody<T> = fn(StatusCode, &HeaderMap, &[u8]) -> Result<T>;
+
+/// A create answer's body as far as the new resource's id goes (see [`parse_created`]).
+enum CreatedBody {
+    /// The body's non-empty `id`.
+    Id(String),
+    /// Any other body, parsed whole.
+    Other(Value),
 }
 
 /// How a request may be retried.
@@ -520,19 +531,68 @@ impl FhirClient {
         extra_headers: &[(header::HeaderName, HeaderValue)],
         idempotency: Idempotency,
     ) -> Result<Answer> {
+        self.send_parsed(method, url, body, extra_headers, idempotency, parse_body)
+            .await
+    }
+
+    /// Creates `resource` and returns the id the server gave it, without building the server's
+    /// copy of the resource when the answer's body carries the id (the bulk submission's path:
+    /// one lab per request, the id is all it keeps). Otherwise as [`create`](Self::create).
+    pub(crate) async fn create_id(&self, resource: &Value) -> Result<String> {
+        let rt = resource_type_of(resource)?;
+        let url = self.url(rt, NO_PARAMS)?;
+        let answer = self
+            .send_parsed(
+                Method::POST,
+                url,
+                Some((resource, FHIR_JSON)),
+                &[],
+                Idempotency::Once,
+                parse_created,
+            )
+            .await?;
+        let body = match answer.body {
+            CreatedBody::Id(id) => return Ok(id),
+            CreatedBody::Other(body) => body,
+        };
+        let created = with_id(
+            Answer {
+                status: answer.status,
+                headers: answer.headers,
+                body,
+            },
+            resource,
+        )?;
+        Ok(created
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// [`send`](Self::send), reading a success answer's body with `parse`.
+    async fn send_parsed<T>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<(&Value, &'static str)>,
+        extra_headers: &[(header::HeaderName, HeaderValue)],
+        idempotency: Idempotency,
+        parse: ParseBody<T>,
+    ) -> Result<Answer<T>> {
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut reminted = false;
-        let (payload, content_type) =
-            match body {
-                Some((v, ct)) => (
-                    Some(serde_json::to_vec(v).map_err(|_| {
-                        Error::validation("resource", "cannot be serialised as JSON")
-                    })?),
-                    ct,
-                ),
-                None => (None, FHIR_JSON),
-            };
+        // Serialised once; every attempt sends the same bytes (a reference count, no copy).
+        let (payload, content_type) = match body {
+            Some((v, ct)) => (
+                Some(bytes::Bytes::from(serde_json::to_vec(v).map_err(|_| {
+                    Error::validation("resource", "cannot be serialised as JSON")
+                })?)),
+                ct,
+            ),
+            None => (None, FHIR_JSON),
+        };
         loop {
             let token = match &self.inner.auth {
                 Some(p) => Some(p.token().await?),
@@ -563,9 +623,9 @@ impl FhirClient {
                     let ok = idempotency == Idempotency::Safe || never_sent;
                     (err, ok.then(|| crate::http::backoff(attempt)))
                 }
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let status = resp.status();
-                    let headers = resp.headers().clone();
+                    let headers = std::mem::take(resp.headers_mut());
                     let bytes = match resp.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
@@ -582,7 +642,7 @@ impl FhirClient {
                         }
                     };
                     if status.is_success() {
-                        match parse_body(status, &headers, &bytes) {
+                        match parse(status, &headers, &bytes) {
                             Ok(body) => {
                                 return Ok(Answer {
                                     status,
@@ -780,6 +840,28 @@ pub(crate) fn parse_body(status: StatusCode, headers: &HeaderMap, bytes: &[u8]) 
     })
 }
 
+/// A create answer's body: only its `id` is read when it is a JSON object with a non-empty
+/// string `id` (the rest is checked to be JSON and skipped, not built); anything else is parsed
+/// whole by [`parse_body`], so the result is what [`with_id`] would make of it.
+fn parse_created(status: StatusCode, headers: &HeaderMap, bytes: &[u8]) -> Result<CreatedBody> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        id: Option<Value>,
+    }
+    // A derived struct would also read an array (`["x"]`) positionally: objects only.
+    let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    match serde_json::from_slice::<Head>(bytes)
+        .ok()
+        .filter(|_| object)
+    {
+        Some(Head {
+            id: Some(Value::String(id)),
+        }) if !id.trim().is_empty() => Ok(CreatedBody::Id(id)),
+        _ => parse_body(status, headers, bytes).map(CreatedBody::Other),
+    }
+}
+
 /// An error answer as a typed error: the `OperationOutcome`'s diagnostics, a CIBMTR
 /// `errorMessage`, or the start of a plain-text body.
 pub(crate) fn http_error(status: StatusCode, bytes: &[u8]) -> Error {
@@ -854,6 +936,44 @@ fn plain_message(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn created_bodies() {
+        let read =
+            |body: &str| parse_created(StatusCode::CREATED, &HeaderMap::new(), body.as_bytes());
+        let id = |body: &str| match read(body) {
+            Ok(CreatedBody::Id(id)) => Some(id),
+            _ => None,
+        };
+        assert_eq!(
+            id(r#"{"resourceType":"Observation","id":"a-1","valueQuantity":{"value":1}}"#)
+                .as_deref(),
+            Some("a-1")
+        );
+        // Anything else is parsed whole, as `create` would: no id, a blank or non-string id, a
+        // body that is not an object, an empty body.
+        for body in [
+            r#"{"resourceType":"Observation"}"#,
+            r#"{"id":"  "}"#,
+            r#"{"id":7}"#,
+            r#"["x"]"#,
+            "",
+        ] {
+            match read(body) {
+                Ok(CreatedBody::Other(v)) => assert_eq!(
+                    v,
+                    parse_body(StatusCode::CREATED, &HeaderMap::new(), body.as_bytes()).unwrap()
+                ),
+                _ => panic!("{body}: not parsed whole"),
+            }
+        }
+        // Not JSON: the same error as any success answer that is not JSON.
+        assert!(matches!(read("<html>"), Err(Error::Network { .. })));
+        assert!(matches!(
+            read(r#"{"id":"a-1","x":"#),
+            Err(Error::Network { .. })
+        ));
+    }
 
     #[test]
     fn location_ids() {

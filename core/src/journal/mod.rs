@@ -297,9 +297,9 @@ fn db_err(path: &Path, what: &str, e: impl fmt::Display) -> Error {
 
 /// Now, UTC, to the millisecond: `2024-05-01T13:30:00.123Z`.
 pub(crate) fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    // The same text as `format("%Y-%m-%dT%H:%M:%S%.3fZ")` without parsing a format string for
+    // every row.
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn connect(path: &Path) -> Result<Connection> {
@@ -925,13 +925,26 @@ impl JournalPart {
 
     /// Records the submission's items (`pending`, or `failed` with the error of a check), or, in a
     /// resumed batch, checks they are the items recorded and returns what the journal knew.
-    pub(crate) async fn begin(
+    ///
+    /// The new rows are queued, not awaited: the returned [`Inserted`] resolves once they are
+    /// committed, and must be awaited before the submission records an outcome or sends anything
+    /// (the submission's own lookups on the server overlap with the insert).
+    pub(crate) fn begin(
         &self,
         crid: i64,
         items: &[NewItem<'_>],
-    ) -> Result<(Recorder, Vec<Option<Prior>>)> {
+    ) -> Result<(Recorder, Vec<Option<Prior>>, Inserted)> {
         let numbers: Arc<[u64]> = match &self.numbers {
-            Some(n) if n.len() == items.len() => n.clone(),
+            Some(n) if n.len() == items.len() => {
+                let mut seen = std::collections::HashSet::with_capacity(n.len());
+                if let Some(twice) = n.iter().find(|k| !seen.insert(**k)) {
+                    return Err(Error::validation(
+                        "journal",
+                        format!("item number {twice} is used twice in the part"),
+                    ));
+                }
+                n.clone()
+            }
             Some(n) => {
                 return Err(Error::validation(
                     "journal",
@@ -1009,8 +1022,7 @@ impl JournalPart {
             })
             .collect();
         let batch_id = id.clone();
-        journal
-            .write(Box::new(move |c| {
+        let inserted = journal.write_soon(Box::new(move |c| {
                 let t = now();
                 let mut s = c.prepare_cached(
                     "INSERT INTO items (batch_id, item, crid, submission_id, state, error_kind, \
@@ -1039,22 +1051,33 @@ impl JournalPart {
                     params![batch_id, t],
                 )?;
                 Ok(())
-            }))
-            .await
-            .map_err(|e| match e {
-                Error::Config { message } if message.contains("UNIQUE") => Error::validation(
-                    "journal",
-                    "an item number is used twice in the batch",
-                ),
+            }));
+        let inserted = Inserted(Box::pin(async move {
+            inserted.await.map_err(|e| match e {
+                Error::Config { message } if message.contains("UNIQUE") => {
+                    Error::validation("journal", "an item number is used twice in the batch")
+                }
                 other => other,
-            })?;
+            })
+        }));
         Ok((
             Recorder {
                 batch: self.batch.clone(),
                 numbers,
             },
             prior,
+            inserted,
         ))
+    }
+}
+
+/// The commit of a submission's new rows (see [`JournalPart::begin`]).
+#[must_use = "nothing may be sent or recorded before the rows are committed"]
+pub(crate) struct Inserted(futures_util::future::BoxFuture<'static, Result<()>>);
+
+impl Inserted {
+    pub(crate) async fn committed(self) -> Result<()> {
+        self.0.await
     }
 }
 
@@ -1222,16 +1245,69 @@ impl SendingMarks<'_> {
 
 /// The lab as JSON for the journal: the fields that say what was measured.
 fn lab_json(lab: &LabResult) -> String {
-    json!({
-        "loinc": lab.loinc,
-        "value": lab.value,
-        "unit": lab.unit,
-        "effective": lab.effective,
-        "comparator": lab.comparator,
-        "reference_low": lab.reference_low,
-        "reference_high": lab.reference_high,
-        "status": lab.status,
-        "display": lab.display,
+    // Keys in sorted order, as the JSON of earlier versions had them; serialised straight to
+    // text (no tree per row).
+    #[derive(serde::Serialize)]
+    struct Recorded<'a> {
+        comparator: &'a Option<String>,
+        display: &'a Option<String>,
+        effective: &'a str,
+        loinc: &'a str,
+        reference_high: Option<f64>,
+        reference_low: Option<f64>,
+        status: &'a Option<String>,
+        unit: &'a str,
+        value: f64,
+    }
+    serde_json::to_string(&Recorded {
+        comparator: &lab.comparator,
+        display: &lab.display,
+        effective: &lab.effective,
+        loinc: &lab.loinc,
+        reference_high: lab.reference_high,
+        reference_low: lab.reference_low,
+        status: &lab.status,
+        unit: &lab.unit,
+        value: lab.value,
     })
-    .to_string()
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recorded lab is the JSON earlier versions wrote (a `serde_json::Value`: keys sorted),
+    /// with and without the optional fields.
+    #[test]
+    fn recorded_lab_json_is_unchanged() {
+        let plain = LabResult::new("718-7", 12.5, "g/dL", "2024-05-01T08:30:00Z");
+        let mut full = plain.clone().with_reference_range(12.0, 16.0);
+        full.comparator = Some("<".into());
+        full.status = Some("amended".into());
+        full.display = Some("Hemoglobin \"quoted\"".into());
+        for lab in [plain, full] {
+            let before = json!({
+                "loinc": lab.loinc,
+                "value": lab.value,
+                "unit": lab.unit,
+                "effective": lab.effective,
+                "comparator": lab.comparator,
+                "reference_low": lab.reference_low,
+                "reference_high": lab.reference_high,
+                "status": lab.status,
+                "display": lab.display,
+            })
+            .to_string();
+            assert_eq!(lab_json(&lab), before);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_utc_milliseconds() {
+        let t = now();
+        assert_eq!(t.len(), "2024-05-01T13:30:00.123Z".len(), "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
+    }
 }
