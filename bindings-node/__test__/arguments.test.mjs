@@ -93,6 +93,16 @@ test('clients and the sandbox: TypeErrors for types, VALIDATION for values', asy
   const report = await client.submitLabs(crid, [{ ...freshLab(), value: 'high' }])
   assert.equal(report.items[0].error.code, 'VALIDATION')
   assert.equal(report.items[0].error.field, 'value')
+  // The labs array is read in one JSON.stringify: an object that is not an array is still a
+  // TypeError naming it, what JSON cannot write is JSON.stringify's own TypeError, a hole or a
+  // non-object is a failed item, NaN is a value the checks refuse, and a Date is its ISO string.
+  await typeError(() => client.submitLabs(crid, { 0: freshLab(), length: 1 }), 'labs')
+  await assert.rejects(async () => client.submitLabs(crid, [{ ...freshLab(), value: 10n }]), (e) => e instanceof TypeError && /BigInt/.test(e.message))
+  const mixed = await client.submitLabs(crid, [freshLab(), , 7, { ...freshLab(), value: NaN }, { ...freshLab(), effective: new Date(Date.UTC(2021, 2, 3, 4, 5, 6)) }])
+  assert.deepEqual(mixed.items.map((i) => i.status), ['created', 'failed', 'failed', 'failed', 'created'])
+  assert.equal(mixed.items[3].error.field, 'value')
+  const dated = await client.observations(crid)
+  assert.ok(dated.some((o) => o.effectiveDateTime === '2021-03-03T04:05:06.000Z'), 'the Date went as its ISO string')
 
   await typeError(() => cf.Sandbox.start('fast'), 'options')
   await typeError(() => cf.Sandbox.start({ port: '8080' }), 'options.port')
