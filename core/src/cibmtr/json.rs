@@ -14,8 +14,7 @@ fn object<'a>(v: &'a Value, what: &str, known: &[&str]) -> Result<&'a Map<String
         .as_object()
         .ok_or_else(|| Error::validation(what, "must be an object (a dict / plain object)"))?;
     for key in map.keys() {
-        let snake = snake_case(key);
-        if !known.contains(&snake.as_str()) {
+        if !known.iter().any(|field| spells(key, field)) {
             return Err(Error::validation(
                 key,
                 format!("is not a field of {what} (known: {})", known.join(", ")),
@@ -25,23 +24,28 @@ fn object<'a>(v: &'a Value, what: &str, known: &[&str]) -> Result<&'a Map<String
     Ok(map)
 }
 
-fn snake_case(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
+/// Whether `key` spells the snake_case `field`, as itself or in camelCase (each ASCII capital
+/// stands for `_` and its lower case), without building the snake_case text: a lab read from a
+/// JavaScript or Python object asks this for each of its keys per field.
+fn spells(key: &str, field: &str) -> bool {
+    let mut rest = field.bytes();
+    for c in key.bytes() {
+        let ok = if c.is_ascii_uppercase() {
+            rest.next() == Some(b'_') && rest.next() == Some(c.to_ascii_lowercase())
         } else {
-            out.push(c);
+            rest.next() == Some(c)
+        };
+        if !ok {
+            return false;
         }
     }
-    out
+    rest.next().is_none()
 }
 
 /// The value under `field` (given in snake_case) or its camelCase spelling.
 fn get<'a>(map: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     map.iter()
-        .find(|(k, _)| snake_case(k) == field)
+        .find(|(k, _)| spells(k, field))
         .map(|(_, v)| v)
         .filter(|v| !v.is_null())
 }
