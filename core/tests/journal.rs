@@ -499,3 +499,46 @@ fn open_existing_reads_journals_and_changes_nothing_else() {
     let read = Journal::open_existing(&path).unwrap();
     assert_eq!(read.batches().unwrap()[0].id, id);
 }
+
+/// A new batch records its first inputs as being sent in one transaction and the rest (pending)
+/// in a second one, while the first requests go: if the second cannot be written (an item number
+/// another part of the batch already holds), nothing after the first inputs is sent, and the
+/// report says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lab_leaves_without_its_row_when_the_second_insert_fails() {
+    let (sb, client, crid) = setup(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path().join("j.sqlite3")).unwrap();
+    let batch = journal.start_batch(&BatchInfo::default()).unwrap();
+    let all = labs(310);
+    let first = SubmitOptions {
+        journal: Some(batch.numbered((1000..1010).collect())),
+        ..Default::default()
+    };
+    let report = client
+        .submit_labs(crid, all[..10].to_vec(), &first)
+        .await
+        .unwrap();
+    assert_eq!(report.created, 10);
+    // 300 inputs: the first 75 (a quarter, at least 64) are the first insert; number 1005,
+    // already the batch's, is at input 200.
+    let mut numbers: Vec<u64> = (0..300).collect();
+    numbers[200] = 1005;
+    let second = SubmitOptions {
+        journal: Some(batch.numbered(numbers)),
+        ..Default::default()
+    };
+    let before = sb.observations().len();
+    let report = client
+        .submit_labs(crid, all[10..].to_vec(), &second)
+        .await
+        .unwrap();
+    assert_eq!(report.created, 75, "the first insert's items went");
+    assert_eq!(report.failed, 225, "none of the others");
+    assert_eq!(sb.observations().len(), before + 75);
+    let e = report.items[299].error.as_ref().unwrap();
+    assert!(e.to_string().contains("used twice"), "{e}");
+    // The journal holds the 10 + 75 created, nothing else of the second part.
+    let b = journal.batch(batch.id()).unwrap();
+    assert_eq!((b.total, b.created), (85, 85), "{b:?}");
+}

@@ -696,7 +696,14 @@ impl CibmtrClient {
                         error: item.error.as_ref(),
                     })
                     .collect();
-                let (recorder, prior, rows) = part.begin(crid, &recorded)?;
+                // One by one, a new batch's first inputs are marked as being sent by the insert
+                // itself (see JournalPart::begin); Bundles mark each Bundle.
+                let head = if options.use_bundles {
+                    0
+                } else {
+                    (total / 4).clamp(64, 512)
+                };
+                let (recorder, prior, rows) = part.begin(crid, &recorded, head)?;
                 inserted = Some(rows);
                 drop(recorded);
                 in_doubt = vec![false; total];

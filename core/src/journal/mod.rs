@@ -37,7 +37,9 @@
 //! WAL mode with `synchronous=NORMAL`: a committed write survives the process being killed at any
 //! point; a power cut may lose the last writes, which a resume then finds on the server by content
 //! hash. The "sending" mark of an item is committed *before* its request leaves (marks are made a
-//! window of items ahead, in the background, so requests rarely wait for them). Writes go through
+//! window of items ahead, in the background, so requests rarely wait for them; a new batch's
+//! first inputs, a quarter of them up to 512, are recorded as being sent by the insert of their
+//! rows, and the other rows are written while those first requests go). Writes go through
 //! one writer thread that commits whatever is queued in one transaction (group commit), so the
 //! journal costs little even at high concurrency. The file is created with mode 0600: it holds
 //! lab values (de-identified: CRIDs, not names).
@@ -916,6 +918,10 @@ pub(crate) struct Prior {
 pub(crate) struct Recorder {
     batch: JournalBatch,
     numbers: Arc<[u64]>,
+    /// Inputs below this index were recorded as `sending` by the first insert.
+    head: usize,
+    /// The insert of the other rows.
+    tail: Arc<Tail>,
 }
 
 impl JournalPart {
@@ -926,13 +932,20 @@ impl JournalPart {
     /// Records the submission's items (`pending`, or `failed` with the error of a check), or, in a
     /// resumed batch, checks they are the items recorded and returns what the journal knew.
     ///
-    /// The new rows are queued, not awaited: the returned [`Inserted`] resolves once they are
-    /// committed, and must be awaited before the submission records an outcome or sends anything
-    /// (the submission's own lookups on the server overlap with the insert).
+    /// The new rows are queued, not awaited: the returned [`Inserted`] resolves once the first
+    /// of them are committed, and must be awaited before the submission records an outcome or
+    /// sends anything (the submission's own lookups on the server overlap with the insert).
+    ///
+    /// In a new batch the first `head` inputs are recorded as being sent right away (their
+    /// insert is their `sending` mark), and the other rows (`pending`) go in a second
+    /// transaction, queued when the first commits: the first requests leave while it is written,
+    /// and every later mark, being queued after it, finds its rows. A resumed batch inserts what
+    /// it lacks in one transaction, all `pending`.
     pub(crate) fn begin(
         &self,
         crid: i64,
         items: &[NewItem<'_>],
+        head: usize,
     ) -> Result<(Recorder, Vec<Option<Prior>>, Inserted)> {
         let numbers: Arc<[u64]> = match &self.numbers {
             Some(n) if n.len() == items.len() => {
@@ -1005,69 +1018,153 @@ impl JournalPart {
                 prior[k] = Some(p.clone());
             }
         }
-        // New rows for the items the journal does not have yet.
-        let rows: Vec<NewRow> = numbers
+        // New rows for the items the journal does not have yet: (input index, row).
+        let head = if self.batch.0.resumed {
+            0
+        } else {
+            head.min(items.len())
+        };
+        let (head_rows, tail_rows): (Vec<_>, Vec<_>) = numbers
             .iter()
             .zip(items)
             .zip(&prior)
-            .filter(|(_, p)| p.is_none())
-            .map(|((n, item), _)| {
-                (
+            .enumerate()
+            .filter(|(_, (_, p))| p.is_none())
+            .map(|(k, ((n, item), _))| {
+                let row: NewRow = (
                     *n,
                     item.submission_id.map(str::to_owned),
                     item.lab.map(lab_json),
                     item.error
                         .map(|e| (e.kind().code().to_owned(), e.to_string())),
-                )
+                );
+                (k, row)
             })
-            .collect();
-        let batch_id = id.clone();
-        let inserted = journal.write_soon(Box::new(move |c| {
-                let t = now();
-                let mut s = c.prepare_cached(
-                    "INSERT INTO items (batch_id, item, crid, submission_id, state, error_kind, \
-                     error, lab, created_at, done_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for (n, sid, lab, err) in &rows {
-                    let (state, done) = match err {
-                        Some(_) => ("failed", Some(&t)),
-                        None => ("pending", None),
-                    };
-                    s.execute(params![
-                        batch_id,
-                        *n as i64,
-                        crid,
-                        sid,
-                        state,
-                        err.as_ref().map(|e| &e.0),
-                        err.as_ref().map(|e| &e.1),
-                        lab,
-                        t,
-                        done
-                    ])?;
+            .partition(|(k, _)| *k < head);
+        let tail = Arc::new(Tail::default());
+        let head_work = insert_rows(id.clone(), crid, head_rows, true);
+        let tail_work = (!tail_rows.is_empty()).then(|| {
+            let insert = insert_rows(id.clone(), crid, tail_rows, false);
+            let t = tail.clone();
+            // Known as soon as it fails, in the writer: the marks and outcomes behind it in the
+            // same transaction then leave alone the rows it could not write (another part's).
+            Box::new(move |c: &Connection| {
+                insert(c).inspect_err(|_| t.failed_now.store(true, Ordering::Release))
+            }) as Work
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (writer, t) = (journal.clone(), tail.clone());
+        journal.send(
+            head_work,
+            Some(Box::new(move |r: Result<()>| {
+                // Queued from here, after the first rows committed, so that they are not
+                // committed together; whatever is queued after this (marks, outcomes) comes
+                // after the rest of the rows.
+                match (&r, tail_work) {
+                    (Ok(()), Some(work)) => {
+                        let t2 = t.clone();
+                        writer.send(work, Some(Box::new(move |r| t2.settle(r))));
+                    }
+                    (Ok(()), None) => t.settle(Ok(())),
+                    (Err(e), _) => t.settle(Err(e.clone())),
                 }
-                c.execute(
-                    "UPDATE batches SET updated_at = ?2 WHERE id = ?1",
-                    params![batch_id, t],
-                )?;
-                Ok(())
-            }));
+                let _ = tx.send(r);
+            })),
+        );
         let inserted = Inserted(Box::pin(async move {
-            inserted.await.map_err(|e| match e {
-                Error::Config { message } if message.contains("UNIQUE") => {
-                    Error::validation("journal", "an item number is used twice in the batch")
-                }
-                other => other,
-            })
+            rx.await
+                .unwrap_or_else(|_| Err(Error::config("the journal's writer has stopped")))
+                .map_err(unique_as_validation)
         }));
         Ok((
             Recorder {
                 batch: self.batch.clone(),
                 numbers,
+                head,
+                tail,
             },
             prior,
             inserted,
         ))
+    }
+}
+
+/// A UNIQUE violation of an insert: an item number used twice.
+fn unique_as_validation(e: Error) -> Error {
+    match e {
+        Error::Config { message } if message.contains("UNIQUE") => {
+            Error::validation("journal", "an item number is used twice in the batch")
+        }
+        other => other,
+    }
+}
+
+/// Inserts `rows` of a part: those without an error `sending` (marked: about to be sent) when
+/// `sending`, else `pending`; those with one `failed`.
+fn insert_rows(batch_id: String, crid: i64, rows: Vec<(usize, NewRow)>, sending: bool) -> Work {
+    Box::new(move |c| {
+        let t = now();
+        let mut s = c.prepare_cached(
+            "INSERT INTO items (batch_id, item, crid, submission_id, state, error_kind, error, \
+             lab, created_at, done_at, sent_at, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for (_, (n, sid, lab, err)) in &rows {
+            let (state, done, sent, attempts) = match err {
+                Some(_) => ("failed", Some(&t), None, 0),
+                None if sending => ("sending", None, Some(&t), 1),
+                None => ("pending", None, None, 0),
+            };
+            s.execute(params![
+                batch_id,
+                *n as i64,
+                crid,
+                sid,
+                state,
+                err.as_ref().map(|e| &e.0),
+                err.as_ref().map(|e| &e.1),
+                lab,
+                t,
+                done,
+                sent,
+                attempts
+            ])?;
+        }
+        c.execute(
+            "UPDATE batches SET updated_at = ?2 WHERE id = ?1",
+            params![batch_id, t],
+        )?;
+        Ok(())
+    })
+}
+
+/// The second insert of a part's rows (see [`JournalPart::begin`]): committed, or failed.
+#[derive(Default)]
+pub(crate) struct Tail {
+    committed: std::sync::atomic::AtomicBool,
+    /// Set by the insert itself when it fails (before its transaction ends).
+    failed_now: std::sync::atomic::AtomicBool,
+    failed: Mutex<Option<Error>>,
+}
+
+impl Tail {
+    fn settle(&self, r: Result<()>) {
+        match r {
+            Ok(()) => self.committed.store(true, Ordering::Release),
+            Err(e) => {
+                self.failed_now.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "the journal could not record the submission's items");
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(unique_as_validation(e));
+            }
+        }
+    }
+
+    fn failed(&self) -> Option<Error> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -1089,14 +1186,22 @@ impl Recorder {
     /// Marks items (by input index) as being sent, and waits until that is committed: after a
     /// crash they are in doubt, never silently "not sent".
     pub(crate) async fn sending(&self, indices: &[usize]) -> Result<()> {
-        self.sending_soon(indices).await
+        self.sending_soon(indices).await?;
+        // Queued after the part's rows: if they could not be written, the mark found none.
+        self.tail.failed().map_or(Ok(()), Err)
     }
 
     /// [`sending`](Self::sending), queued at once; the future resolves at the commit.
     fn sending_soon(&self, indices: &[usize]) -> impl Future<Output = Result<()>> + Send + 'static {
         let numbers: Vec<u64> = indices.iter().map(|&i| self.numbers[i]).collect();
         let id = self.batch.0.id.clone();
+        let tail = self.tail.clone();
         self.batch.0.journal.write_soon(Box::new(move |c| {
+            if tail.failed_now.load(Ordering::Acquire) {
+                // The rows were never written (the numbers may be another part's): mark
+                // nothing; whoever waits for this mark sees the failure and sends nothing.
+                return Ok(());
+            }
             let t = now();
             let contiguous = numbers.windows(2).all(|w| w[1] == w[0] + 1);
             if let (true, Some(first), Some(last)) = (contiguous, numbers.first(), numbers.last()) {
@@ -1124,15 +1229,16 @@ impl Recorder {
     /// is marked in the background once half of the current one has gone, so requests do not
     /// wait for the journal. After a crash, marked items that had not left yet are in doubt like
     /// those that had: the next run looks them up on the server.
+    ///
+    /// The inputs the first insert recorded as `sending` (below `head`) need no mark: `order`
+    /// is ascending, so they are its first positions.
     pub(crate) fn marks(&self, order: Vec<usize>, window: usize) -> SendingMarks<'_> {
+        let end = order.partition_point(|&index| index < self.head);
         SendingMarks {
             recorder: self,
             order,
             window: window.max(1),
-            state: Mutex::new(MarkState {
-                end: 0,
-                ahead: None,
-            }),
+            state: Mutex::new(MarkState { end, ahead: None }),
         }
     }
 
@@ -1150,7 +1256,12 @@ impl Recorder {
         let state = JournalState::from(status).as_str();
         let server_id = server_id.map(str::to_owned);
         let error = error.map(|e| (e.kind().code().to_owned(), e.to_string()));
-        self.batch.0.journal.write_later(Box::new(move |c| {
+        let tail = (index >= self.head).then(|| self.tail.clone());
+        let work: Work = Box::new(move |c| {
+            if tail.is_some_and(|t| t.failed_now.load(Ordering::Acquire)) {
+                // Its row was never written; the number may be another part's.
+                return Ok(());
+            }
             c.prepare_cached(
                 "UPDATE items SET state = ?3, server_id = ?4, error_kind = ?5, error = ?6, \
                  done_at = ?7 WHERE batch_id = ?1 AND item = ?2",
@@ -1165,7 +1276,14 @@ impl Recorder {
                 now()
             ])
             .map(drop)
-        }));
+        });
+        let journal = &self.batch.0.journal;
+        if index < self.head || self.tail.committed.load(Ordering::Acquire) {
+            journal.write_later(work);
+        } else {
+            // Its row may still be in the queue: after it, in order.
+            journal.send(work, None);
+        }
     }
 
     /// Waits for every outcome to be committed and stamps the batch.
@@ -1234,6 +1352,11 @@ impl SendingMarks<'_> {
                 self.mark_ahead(&mut st)
             };
             commit.await?;
+            // A mark is queued after the part's rows: if they could not be written, the mark
+            // found no row, and the item must not go.
+            if let Some(e) = self.recorder.tail.failed() {
+                return Err(e);
+            }
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.end < to {
                 st.end = to;
