@@ -336,17 +336,7 @@ impl FhirClient {
     /// request never reached the server; use [`create_if_none_exist`](Self::create_if_none_exist)
     /// when a repeat must not create twice.
     pub async fn create(&self, resource: &Value) -> Result<Value> {
-        let rt = resource_type_of(resource)?;
-        let url = self.url(rt, NO_PARAMS)?;
-        let answer = self
-            .send(
-                Method::POST,
-                url,
-                Some((resource, FHIR_JSON)),
-                &[],
-                Idempotency::Once,
-            )
-            .await?;
+        let answer = self.post(resource, parse_body).await?;
         with_id(answer, resource)
     }
 
@@ -539,18 +529,7 @@ impl FhirClient {
     /// copy of the resource when the answer's body carries the id (the bulk submission's path:
     /// one lab per request, the id is all it keeps). Otherwise as [`create`](Self::create).
     pub(crate) async fn create_id(&self, resource: &Value) -> Result<String> {
-        let rt = resource_type_of(resource)?;
-        let url = self.url(rt, NO_PARAMS)?;
-        let answer = self
-            .send_parsed(
-                Method::POST,
-                url,
-                Some((resource, FHIR_JSON)),
-                &[],
-                Idempotency::Once,
-                parse_created,
-            )
-            .await?;
+        let answer = self.post(resource, parse_created).await?;
         let body = match answer.body {
             CreatedBody::Id(id) => return Ok(id),
             CreatedBody::Other(body) => body,
@@ -568,6 +547,16 @@ impl FhirClient {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned())
+    }
+
+    /// The plain create: `POST {base}/{type}` of `resource`, not repeated once it may have
+    /// reached the server.
+    async fn post<T>(&self, resource: &Value, parse: ParseBody<T>) -> Result<Answer<T>> {
+        let rt = resource_type_of(resource)?;
+        let url = self.url(rt, NO_PARAMS)?;
+        let body = Some((resource, FHIR_JSON));
+        self.send_parsed(Method::POST, url, body, &[], Idempotency::Once, parse)
+            .await
     }
 
     /// [`send`](Self::send), reading a success answer's body with `parse`.
