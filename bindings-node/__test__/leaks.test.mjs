@@ -100,8 +100,12 @@ test('every flow, the CIBMTR workflow and the error paths at trace: no secret in
   // The control: the scan finds a secret where there is one.
   assert.deepEqual(leaksIn(`printed: ${refreshTokens[0]}!`, seen), [refreshTokens[0]])
 
-  // The scan.
-  const leaks = leaksIn(output, seen)
+  // The scan: what crossed the wire, and the generated private key (whole and line by line).
+  const pem = result.generatedKey
+  assert.match(pem, /PRIVATE KEY/)
+  const keyLines = pem.split('\n').filter((l) => l.length >= 16 && !l.startsWith('-----'))
+  assert.ok(keyLines.length > 10, 'the key has body lines to look for')
+  const leaks = leaksIn(output, [...seen, pem, ...keyLines])
   const context = leaks.map((s) => {
     const at = output.indexOf(s)
     return `${JSON.stringify(s.slice(0, 12))}…: ${JSON.stringify(output.slice(Math.max(0, at - 200), at + 40))}`

@@ -24,3 +24,33 @@ mod sandbox;
 fn init_logging() {
     cibmtr_fhir::logging::init_from_env();
 }
+
+/// `util.inspect` of the classes holding a secret shows their getters with the secret replaced
+/// by `'[redacted]'`, whatever the options (`showHidden` and `getters` included), instead of
+/// napi's empty `GeneratedKey {}`. Set once, on the prototypes, when the addon loads.
+const INSPECT_WITHOUT_SECRETS: &str = r#"(exports) => {
+  const custom = Symbol.for('nodejs.util.inspect.custom')
+  const secrets = { GeneratedKey: ['privatePem'], RegisteredClient: ['clientSecret'] }
+  for (const [name, hidden] of Object.entries(secrets)) {
+    const C = exports[name]
+    if (typeof C !== 'function') continue
+    Object.defineProperty(C.prototype, custom, {
+      value: function (depth, options, inspect) {
+        const shown = {}
+        for (const [key, d] of Object.entries(Object.getOwnPropertyDescriptors(C.prototype))) {
+          if (typeof d.get !== 'function') continue
+          const v = this[key]
+          shown[key] = hidden.includes(key) && v != null ? '[redacted]' : v
+        }
+        return `${name} ${inspect(shown, { ...options, depth: options.depth == null ? null : options.depth - 1 })}`
+      },
+    })
+  }
+}"#;
+
+#[napi_derive::napi(module_exports)]
+pub fn redact_inspect(exports: napi::bindgen_prelude::Object, env: napi::Env) -> napi::Result<()> {
+    use napi::bindgen_prelude::{Function, Object};
+    let install: Function<Object, ()> = env.run_script(INSPECT_WITHOUT_SECRETS)?;
+    install.call(exports)
+}
