@@ -53,7 +53,7 @@ pub struct Fault {
     /// `before` or `after` processing: close the connection without an answer.
     #[uniffi(default = None)]
     pub drop_connection: Option<String>,
-    /// Fraction of the route's requests hit, at random (0 or ≥ 1: every request).
+    /// Fraction of the route's requests hit, at random, from 0 to 1 (0 or 1: every request).
     #[uniffi(default = 0.0)]
     pub share: f64,
 }
@@ -341,18 +341,28 @@ impl Sandbox {
                     })?,
             ),
         };
-        self.running()?.set_fault(
-            self::route(&route)?,
-            sb::Fault {
-                status: u16::try_from(fault.status).unwrap_or(0),
-                headers: fault.headers.into_iter().collect(),
-                body: fault.body,
-                delay: Duration::from_millis(u64::try_from(fault.delay_ms).unwrap_or(0)),
-                times: u32::try_from(fault.times).unwrap_or(0),
-                drop_connection,
-                share: fault.share,
-            },
-        );
+        let invalid = |field: &str, rule: &str| CibmtrFhirError::Validation {
+            field: field.into(),
+            rule: rule.into(),
+        };
+        let status_rule = "must be 0 (answer normally) or an HTTP status from 100 to 599";
+        let fault = sb::Fault {
+            status: u16::try_from(fault.status).map_err(|_| invalid("status", status_rule))?,
+            headers: fault.headers.into_iter().collect(),
+            body: fault.body,
+            delay: Duration::from_millis(
+                u64::try_from(fault.delay_ms)
+                    .map_err(|_| invalid("delay_ms", "must not be negative"))?,
+            ),
+            times: u32::try_from(fault.times)
+                .map_err(|_| invalid("times", "must not be negative"))?,
+            drop_connection,
+            share: fault.share,
+        };
+        fault
+            .check()
+            .map_err(|(field, rule)| invalid(field, rule))?;
+        self.running()?.set_fault(self::route(&route)?, fault);
         Ok(())
     }
 

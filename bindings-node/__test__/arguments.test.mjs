@@ -112,4 +112,7 @@ test('clients and the sandbox: TypeErrors for types, VALIDATION for values', asy
   await typeError(() => sb.setFault(5, { status: 503 }), 'route')
   await typeError(() => sb.registerBackendClient('id', 'jwks'), 'jwks')
   await rejectsWith(() => sb.setFault('no_such_route', { status: 503 }), 'VALIDATION', { field: 'route' })
+  await rejectsWith(() => sb.setFault('okta_token', { status: 99 }), 'VALIDATION', { field: 'status' })
+  await rejectsWith(() => sb.setFault('okta_token', { status: 503, share: 50 }), 'VALIDATION', { field: 'share' })
+  await rejectsWith(() => sb.setFault('okta_token', { status: 503, share: NaN }), 'VALIDATION', { field: 'share' })
 })

@@ -122,7 +122,7 @@ fn route(name: &str) -> CoreResult<sandbox::Route> {
 fn fault(f: Fault) -> CoreResult<sandbox::Fault> {
     let mut headers: Vec<_> = f.headers.unwrap_or_default().into_iter().collect();
     headers.sort();
-    Ok(sandbox::Fault {
+    let fault = sandbox::Fault {
         status: f.status.unwrap_or(0),
         headers,
         body: f.body.unwrap_or_default(),
@@ -133,7 +133,11 @@ fn fault(f: Fault) -> CoreResult<sandbox::Fault> {
             .map(|d| d.parse().map_err(|e: String| invalid("dropConnection", e)))
             .transpose()?,
         share: f.share.unwrap_or(0.0),
-    })
+    };
+    fault
+        .check()
+        .map_err(|(field, rule)| invalid(field, rule))?;
+    Ok(fault)
 }
 
 /// The endpoints of a running sandbox.

@@ -192,6 +192,10 @@ impl Sandbox {
                 .or_raise()?,
             share,
         };
+        fault
+            .check()
+            .map_err(|(field, rule)| invalid(field, rule))
+            .or_raise()?;
         self.with(|sb| sb.set_fault(r, fault))
     }
 

@@ -158,6 +158,9 @@ def value_cases(sb: cf.Sandbox, client: cf.CibmtrClient, rsa: str) -> List[Tuple
         ("crid_response", lambda: cf.Sandbox(crid_response="fuzzy")),  # type: ignore[arg-type]
         ("route", lambda: sb.set_fault("nowhere", status=500)),  # type: ignore[arg-type]
         ("drop_connection", lambda: sb.set_fault("okta_token", drop_connection="middle")),  # type: ignore[arg-type]
+        ("status", lambda: sb.set_fault("okta_token", status=99)),
+        ("share", lambda: sb.set_fault("okta_token", status=503, share=50)),
+        ("share", lambda: sb.set_fault("okta_token", status=503, share=float("nan"))),
         ("jwks", lambda: sb.register_backend_client("c", {"keys": 5})),
     ]
 

@@ -151,11 +151,31 @@ pub struct Fault {
     /// Close the TCP connection without any HTTP response.
     pub drop_connection: Option<DropMode>,
     /// Fraction of the route's requests the fault hits, chosen at random; 0.0 (the default)
-    /// or anything ≥ 1.0 means every request. Only hit requests count towards `times`.
+    /// or anything ≥ 1.0 means every request. Only hit requests count towards `times`. The
+    /// language packages refuse a share outside 0–1 ([`Fault::check`]).
     pub share: f64,
 }
 
 impl Fault {
+    /// Checks the values a language package passed on from its caller: `status` 0 or an HTTP
+    /// status, `share` a fraction. On a bad value, the field and the rule it broke (a `share`
+    /// of 50 meant as 50% would otherwise hit every request, a status of 1000 answer nothing).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.status != 0 && !(100..=599).contains(&self.status) {
+            return Err((
+                "status",
+                "must be 0 (answer normally) or an HTTP status from 100 to 599",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.share) {
+            return Err((
+                "share",
+                "must be a fraction from 0 to 1 (0 or 1: every request)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether this request is one the fault hits.
     fn hits(&self) -> bool {
         if self.share > 0.0 && self.share < 1.0 {
@@ -421,5 +441,62 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_values_are_checked() {
+        let ok = |f: Fault| f.check().is_ok();
+        assert!(ok(Fault::default()));
+        assert!(ok(Fault {
+            status: 503,
+            share: 0.25,
+            ..Default::default()
+        }));
+        assert!(ok(Fault {
+            status: 100,
+            share: 1.0,
+            ..Default::default()
+        }));
+        let field = |f: Fault| f.check().unwrap_err().0;
+        assert_eq!(
+            field(Fault {
+                status: 99,
+                ..Default::default()
+            }),
+            "status"
+        );
+        assert_eq!(
+            field(Fault {
+                status: 600,
+                ..Default::default()
+            }),
+            "status"
+        );
+        assert_eq!(
+            field(Fault {
+                share: 50.0,
+                ..Default::default()
+            }),
+            "share"
+        );
+        assert_eq!(
+            field(Fault {
+                share: -0.1,
+                ..Default::default()
+            }),
+            "share"
+        );
+        assert_eq!(
+            field(Fault {
+                share: f64::NAN,
+                ..Default::default()
+            }),
+            "share"
+        );
     }
 }

@@ -7243,7 +7243,7 @@ data class Fault (
     val `dropConnection`: kotlin.String? = null 
     , 
     /**
-     * Fraction of the route's requests hit, at random (0 or ≥ 1: every request).
+     * Fraction of the route's requests hit, at random, from 0 to 1 (0 or 1: every request).
      */
     val `share`: kotlin.Double = 0.0 
     

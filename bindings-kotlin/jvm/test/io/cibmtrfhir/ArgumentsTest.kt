@@ -82,6 +82,12 @@ class ArgumentsTest {
             "port" to { Sandbox(SandboxOptions(port = 70000)) },
             "route" to { sb.setFault("nowhere", Fault(status = 503)) },
             "drop_connection" to { sb.setFault("okta_token", Fault(dropConnection = "sideways")) },
+            "status" to { sb.setFault("okta_token", Fault(status = 1000)) },
+            "status" to { sb.setFault("okta_token", Fault(status = -1)) },
+            "share" to { sb.setFault("okta_token", Fault(status = 503, share = 50.0)) },
+            "share" to { sb.setFault("okta_token", Fault(status = 503, share = Double.NaN)) },
+            "delay_ms" to { sb.setFault("okta_token", Fault(delayMs = -5)) },
+            "times" to { sb.setFault("okta_token", Fault(status = 503, times = -1)) },
             "jwks" to { sb.registerBackendClient("kt-bad", "not json") },
             "jwks" to { sb.registerBackendClient("kt-bad", """{"keys":[]}""") },
         )
