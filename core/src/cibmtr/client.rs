@@ -915,7 +915,6 @@ impl CibmtrClient {
             let sid = sids[index].take().unwrap_or_default();
             (index, lab, sid)
         });
-        let mut outcomes_of = Vec::new();
         let mut done = |index: usize, sid: String, outcome: Result<(ItemStatus, String)>| {
             if let Some(r) = recorder {
                 match &outcome {
@@ -923,7 +922,6 @@ impl CibmtrClient {
                     Err(e) => r.outcome(index, ItemStatus::Failed, None, Some(e)),
                 }
             }
-            outcomes_of.push(());
             let item = &mut items[index];
             item.submission_id = Some(sid);
             record(item, outcome);
