@@ -1186,17 +1186,17 @@ impl Recorder {
     /// Marks items (by input index) as being sent, and waits until that is committed: after a
     /// crash they are in doubt, never silently "not sent".
     pub(crate) async fn sending(&self, indices: &[usize]) -> Result<()> {
-        self.sending_soon(indices).await?;
-        // Queued after the part's rows: if they could not be written, the mark found none.
-        self.tail.failed().map_or(Ok(()), Err)
+        self.sending_soon(indices).await
     }
 
-    /// [`sending`](Self::sending), queued at once; the future resolves at the commit.
+    /// [`sending`](Self::sending), queued at once; the future resolves at the commit (an error
+    /// if the part's rows could not be written: then nothing was marked).
     fn sending_soon(&self, indices: &[usize]) -> impl Future<Output = Result<()>> + Send + 'static {
         let numbers: Vec<u64> = indices.iter().map(|&i| self.numbers[i]).collect();
         let id = self.batch.0.id.clone();
         let tail = self.tail.clone();
-        self.batch.0.journal.write_soon(Box::new(move |c| {
+        let after = tail.clone();
+        let committed = self.batch.0.journal.write_soon(Box::new(move |c| {
             if tail.failed_now.load(Ordering::Acquire) {
                 // The rows were never written (the numbers may be another part's): mark
                 // nothing; whoever waits for this mark sees the failure and sends nothing.
@@ -1221,7 +1221,13 @@ impl Recorder {
                 s.execute(params![id, *n as i64, t])?;
             }
             Ok(())
-        }))
+        }));
+        async move {
+            committed.await?;
+            // A mark is queued after the part's rows: if they could not be written, the mark
+            // found no row, and the items must not go.
+            after.failed().map_or(Ok(()), Err)
+        }
     }
 
     /// Marks for items sent one by one in the order `order` (input indices), a window of
@@ -1352,11 +1358,6 @@ impl SendingMarks<'_> {
                 self.mark_ahead(&mut st)
             };
             commit.await?;
-            // A mark is queued after the part's rows: if they could not be written, the mark
-            // found no row, and the item must not go.
-            if let Some(e) = self.recorder.tail.failed() {
-                return Err(e);
-            }
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.end < to {
                 st.end = to;
