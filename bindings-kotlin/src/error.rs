@@ -144,6 +144,14 @@ impl std::error::Error for CibmtrFhirError {}
 /// The binding's result type.
 pub type Result<T, E = CibmtrFhirError> = std::result::Result<T, E>;
 
+/// A `Validation` error naming `field` and the `rule` it broke.
+pub(crate) fn validation(field: &str, rule: &str) -> CibmtrFhirError {
+    CibmtrFhirError::Validation {
+        field: field.to_owned(),
+        rule: rule.to_owned(),
+    }
+}
+
 /// JSON text from the caller, parsed; a parse failure names the argument.
 pub(crate) fn parse_json(field: &str, text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| CibmtrFhirError::Validation {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cibmtr_fhir::Secret;
 use cibmtr_fhir::http::HttpClient;
 
-use crate::error::{CibmtrFhirError, Result};
+use crate::error::{Result, validation};
 
 /// A `java.time.Duration` as the JVM hands it over: signed nanoseconds (saturated beyond about
 /// 292 years), so that a negative one reaches the SDK and is refused as a `Validation` error
@@ -74,13 +74,6 @@ pub struct HttpOptions {
     pub request_retries: Option<i32>,
 }
 
-fn validation(field: &str, rule: &str) -> CibmtrFhirError {
-    CibmtrFhirError::Validation {
-        field: field.to_owned(),
-        rule: rule.to_owned(),
-    }
-}
-
 fn count(field: &str, n: Option<i32>) -> Result<Option<u32>> {
     n.map(|n| u32::try_from(n).map_err(|_| validation(field, "must not be negative")))
         .transpose()
@@ -117,6 +110,7 @@ pub(crate) fn client(options: Option<HttpOptions>) -> Result<Option<HttpClient>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CibmtrFhirError;
 
     fn field(options: HttpOptions) -> String {
         match client(Some(options)) {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::auth::PasswordGrant;
 use crate::cibmtr::CibmtrClient;
-use crate::error::{CibmtrFhirError, Result, parse_json};
+use crate::error::{CibmtrFhirError, Result, parse_json, validation};
 use crate::runtime::block_in_runtime;
 
 /// Behaviour settings of a `Sandbox`.
@@ -335,33 +335,26 @@ impl Sandbox {
             None => None,
             Some(m) => Some(
                 m.parse()
-                    .map_err(|rule: String| CibmtrFhirError::Validation {
-                        field: "drop_connection".into(),
-                        rule,
-                    })?,
+                    .map_err(|rule: String| validation("drop_connection", &rule))?,
             ),
         };
-        let invalid = |field: &str, rule: &str| CibmtrFhirError::Validation {
-            field: field.into(),
-            rule: rule.into(),
-        };
-        let status_rule = "must be 0 (answer normally) or an HTTP status from 100 to 599";
         let fault = sb::Fault {
-            status: u16::try_from(fault.status).map_err(|_| invalid("status", status_rule))?,
+            // Outside u16: a status `check` refuses, with its rule.
+            status: u16::try_from(fault.status).unwrap_or(u16::MAX),
             headers: fault.headers.into_iter().collect(),
             body: fault.body,
             delay: Duration::from_millis(
                 u64::try_from(fault.delay_ms)
-                    .map_err(|_| invalid("delay_ms", "must not be negative"))?,
+                    .map_err(|_| validation("delay_ms", "must not be negative"))?,
             ),
             times: u32::try_from(fault.times)
-                .map_err(|_| invalid("times", "must not be negative"))?,
+                .map_err(|_| validation("times", "must not be negative"))?,
             drop_connection,
             share: fault.share,
         };
         fault
             .check()
-            .map_err(|(field, rule)| invalid(field, rule))?;
+            .map_err(|(field, rule)| validation(field, rule))?;
         self.running()?.set_fault(self::route(&route)?, fault);
         Ok(())
     }
