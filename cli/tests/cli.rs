@@ -7,6 +7,17 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cibmtr-fhir"))
 }
 
+/// A sandbox whose Okta takes 100 token requests a second: tests that ask for tokens in several
+/// processes are not throttled.
+async fn unthrottled_sandbox() -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        okta_rate_per_second: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 #[test]
 fn demo_runs_the_whole_workflow() {
     let out = bin().arg("demo").output().unwrap();
@@ -34,12 +45,7 @@ fn demo_runs_the_whole_workflow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_command_prints_a_token_and_keeps_secrets_out_of_errors() {
-    let sb = Sandbox::start(SandboxConfig {
-        okta_rate_per_second: 100,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = unthrottled_sandbox().await;
     let c = sb.credentials.okta.clone();
     let (client_id, secret, password) = (
         c.client_id.clone(),
@@ -434,12 +440,7 @@ fn keys_generate_writes_a_private_key_and_its_jwks() {
 /// nothing is logged; an unknown level is named in one line and the command still runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_flags_and_the_log_variable_switch_logging_on() {
-    let sb = Sandbox::start(SandboxConfig {
-        okta_rate_per_second: 100,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = unthrottled_sandbox().await;
     let c = sb.credentials.okta.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut outputs = Vec::new();
