@@ -3,7 +3,7 @@
 //! server exactly once, and the journal agrees item by item.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cibmtr_fhir::cibmtr::SUBMISSION_ID_SYSTEM;
@@ -259,16 +259,23 @@ async fn a_batch_killed_at_random_points_and_resumed_submits_every_lab_exactly_o
     let journal = dir.path().join("journal.sqlite3");
     let crid = new_crid(&sb).await;
     let file = csv(dir.path(), N);
-    let start = |sb: &Sandbox| {
+    // Output goes to files, not pipes: a run that finishes while nobody reads its report must
+    // not block writing it (and so never exit).
+    let outputs = dir.path().to_owned();
+    let start = |sb: &Sandbox, run: usize| {
+        let (out, err) = (
+            outputs.join(format!("run-{run}.out")),
+            outputs.join(format!("run-{run}.err")),
+        );
         let mut cmd = bin();
         cibmtr_env(&mut cmd, sb);
         cmd.args(["labs", "submit", "--json", "--crid", &crid, "--csv"])
             .arg(&file)
             .args(["--concurrency", "8", "--resume", "--journal"])
             .arg(&journal)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.spawn().unwrap()
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        (cmd.spawn().unwrap(), out, err)
     };
     // A seed from the clock, printed, so a failure can be understood.
     let seed = std::time::SystemTime::now()
@@ -292,10 +299,11 @@ async fn a_batch_killed_at_random_points_and_resumed_submits_every_lab_exactly_o
     // Four kills: the first at a random instant (possibly before anything is sent), then each
     // once the journal shows a random number of further labs created.
     for round in 0..4 {
-        let mut child = start(&sb);
+        let (mut child, _, err) = start(&sb, round);
         let killed = tokio::task::spawn_blocking({
             let watch = watch.clone();
-            let target = created_before + 50 + next(400);
+            // Short of the end, so that the run is killed before it finishes.
+            let target = (created_before + 50 + next(400)).min(N as u64 - 150);
             let instant = Duration::from_millis(next(600));
             move || {
                 let started = Instant::now();
@@ -318,9 +326,9 @@ async fn a_batch_killed_at_random_points_and_resumed_submits_every_lab_exactly_o
         })
         .await
         .unwrap();
-        let (child, was_killed) = killed;
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let (mut child, was_killed) = killed;
+        child.wait().unwrap();
+        let stderr = std::fs::read_to_string(&err).unwrap();
         if let Some(id) = stderr.lines().find_map(|l| {
             l.strip_prefix("journal: batch ")
                 .or_else(|| l.strip_prefix("journal: resuming batch "))
@@ -340,15 +348,13 @@ async fn a_batch_killed_at_random_points_and_resumed_submits_every_lab_exactly_o
     assert!(kills >= 3, "only {kills} runs were killed mid-batch");
 
     // The last run finishes.
-    let out = tokio::task::spawn_blocking({
-        let child = start(&sb);
-        move || child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut child, out, err) = start(&sb, 4);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(report["failed"], 0);
     assert_eq!(
         report["created"].as_u64().unwrap() + report["already_present"].as_u64().unwrap(),

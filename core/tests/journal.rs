@@ -542,3 +542,109 @@ async fn no_lab_leaves_without_its_row_when_the_second_insert_fails() {
     let b = journal.batch(batch.id()).unwrap();
     assert_eq!((b.total, b.created), (85, 85), "{b:?}");
 }
+
+/// A journal written by an SDK with schema version 1 (each item's state updated in its row of an
+/// `items` table) is migrated when it is opened: it reads the same, and its batch resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_journal_is_migrated_and_resumes() {
+    let (sb, client, crid) = setup(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite3");
+    let journal = Journal::open(&path).unwrap();
+    let batch = journal.start_batch(&BatchInfo::default()).unwrap();
+    sb.set_fault(
+        Route::ObservationCreate,
+        Fault {
+            status: 503,
+            share: 0.5,
+            ..Default::default()
+        },
+    );
+    let input = labs(300);
+    let first = client
+        .submit_labs(crid, input.clone(), &with(&batch))
+        .await
+        .unwrap();
+    sb.clear_faults();
+    assert!(first.failed > 0 && first.created > 0, "{first:?}");
+    let before = journal.items(batch.id()).unwrap();
+    let summary = journal.batch(batch.id()).unwrap();
+    let id = batch.id().to_owned();
+    drop((journal, batch));
+
+    // The same file as version 1 wrote it: items, marks and outcomes in the item rows, which are
+    // the `items` table; no other table.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let marks: i64 = c
+        .query_row("SELECT count(*) FROM marks", [], |r| r.get(0))
+        .unwrap();
+    assert!(marks > 0, "items past the first insert were marked");
+    c.execute_batch(
+        "BEGIN IMMEDIATE;
+         INSERT INTO item_rows (batch_id, item, crid, submission_id, state, server_id, error_kind,
+             error, attempts, lab, created_at, sent_at, done_at)
+             SELECT batch_id, item, crid, submission_id, state, server_id, error_kind, error,
+                 attempts, lab, created_at, sent_at, done_at FROM part_items;
+         UPDATE item_rows SET state = 'sending', sent_at = m.sent_at, attempts = attempts + 1,
+             error_kind = NULL, error = NULL
+             FROM marks m WHERE m.batch_id = item_rows.batch_id
+             AND item_rows.item BETWEEN m.first AND m.last;
+         UPDATE item_rows SET state = o.state, server_id = o.server_id,
+             error_kind = o.error_kind, error = o.error, done_at = o.done_at
+             FROM outcomes o WHERE o.batch_id = item_rows.batch_id AND o.item = item_rows.item;
+         DROP VIEW items; DROP VIEW part_items;
+         DROP TABLE marks; DROP TABLE outcomes; DROP TABLE parts; DROP TABLE numbers;
+         ALTER TABLE item_rows RENAME TO items;
+         CREATE INDEX items_by_submission_id ON items(submission_id);
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+    .unwrap();
+    let v1: Vec<(u64, String, u32)> = c
+        .prepare("SELECT item, state, attempts FROM items ORDER BY item")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<(u64, String, u32)> = before
+        .iter()
+        .map(|i| (i.item, i.state.as_str().to_owned(), i.attempts))
+        .collect();
+    assert_eq!(v1, expected, "the folded rows are what the view showed");
+    drop(c);
+
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.items(&id).unwrap(), before, "it reads the same");
+    assert_eq!(journal.batch(&id).unwrap(), summary);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+
+    let report = client
+        .submit_labs(crid, input, &with(&journal.resume_batch(&id).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!((report.created, report.failed), (300, 0));
+    assert_eq!(sb.observations().len(), 300, "nothing sent twice");
+    let items = journal.items(&id).unwrap();
+    let server = on_server(&sb);
+    for (now, was) in items.iter().zip(&before) {
+        assert_eq!(now.state, JournalState::Created);
+        assert_eq!(
+            server.get(now.submission_id.as_deref().unwrap()),
+            now.server_id.as_ref()
+        );
+        let sent_again = was.state == JournalState::Failed;
+        assert_eq!(now.attempts, was.attempts + u32::from(sent_again));
+        if !sent_again {
+            assert_eq!(now.server_id, was.server_id);
+            assert_eq!(now.done_at, was.done_at);
+        }
+    }
+    assert_eq!(journal.batch(&id).unwrap().status(), "complete");
+}

@@ -27,6 +27,13 @@
 //! state, the server's Observation id, the error (kind and message), the number of times it was
 //! sent, and when it was recorded, sent and answered (UTC, milliseconds).
 //!
+//! `items` is a view (schema version 2): a submission records its items as one row per part
+//! (`parts`), each `sending` mark as one row per run of consecutive item numbers (`marks`) and
+//! each answer as a row (`outcomes`), so that it appends a few rows instead of writing and then
+//! rewriting one per item; the view reads them as one row per item. A resumed batch first folds
+//! them into rows of their own (`item_rows`). A version 1 journal (one `items` table updated in
+//! place) is migrated when it is opened.
+//!
 //! States: `pending` (recorded, not sent), `sending` (the request is about to leave or has left
 //! and no answer is recorded: after a crash this item is *in doubt* until the next run asks the
 //! server), `created`, `already_present` (the server had it, or an earlier item of the batch had
@@ -61,9 +68,28 @@ mod export;
 
 pub use export::{CSV_COLUMNS, ExportFormat};
 
-/// Schema version, in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version, in `PRAGMA user_version`. Version 1 wrote one row per item into an `items`
+/// table and updated it in place at each mark and answer; version 2 (this one) writes a
+/// submission's items as one row per part and appends marks and answers, and `items` is a view
+/// that reads the same as the table did. A version 1 file is migrated when it is opened for
+/// writing.
+const SCHEMA_VERSION: i64 = 2;
 
+/// The tables and the views.
+///
+/// - `numbers`: every item's number in its batch, the key that makes a number used twice fail.
+/// - `parts`: a submission's items as recorded before anything was sent, one row per part (a
+///   JSON array, an element `[item, submission_id, lab, error_kind, error]` per item), all
+///   `pending`, or all `sending` (the first inputs of a new batch: their insert is their mark);
+///   an item with a check's error is `failed`. `part_items` reads them one row per item.
+/// - `item_rows`: items one row each, as version 1 kept them: rows a resumed batch folded (see
+///   [`FOLD`]), rejected inputs, and rows of version 1 files.
+/// - `marks`: one row per run of consecutive item numbers marked `sending` together.
+/// - `outcomes`: the answer for an item.
+///
+/// An item has at most one mark and one outcome that are not folded into its row (a resumed
+/// batch folds them before it marks anything), and the outcome comes after the mark, so the
+/// rule of the `items` view is simple: the outcome if any, else the mark if any, else the row.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches (
     id            TEXT PRIMARY KEY,
@@ -77,7 +103,22 @@ CREATE TABLE IF NOT EXISTS batches (
     expected      INTEGER,
     sdk_version   TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS items (
+CREATE INDEX IF NOT EXISTS batches_by_source ON batches(source_sha256, created_at);
+CREATE TABLE IF NOT EXISTS numbers (
+    batch_id      TEXT NOT NULL,
+    item          INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, item)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts (
+    batch_id      TEXT NOT NULL REFERENCES batches(id),
+    crid          INTEGER,
+    state         TEXT NOT NULL CHECK (state IN ('pending','sending')),
+    created_at    TEXT NOT NULL,
+    sent_at       TEXT,
+    items         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parts_by_batch ON parts(batch_id);
+CREATE TABLE IF NOT EXISTS item_rows (
     batch_id      TEXT NOT NULL REFERENCES batches(id),
     item          INTEGER NOT NULL,
     crid          INTEGER,
@@ -94,9 +135,129 @@ CREATE TABLE IF NOT EXISTS items (
     done_at       TEXT,
     PRIMARY KEY (batch_id, item)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS items_by_submission_id ON items(submission_id);
-CREATE INDEX IF NOT EXISTS batches_by_source ON batches(source_sha256, created_at);
+CREATE TABLE IF NOT EXISTS marks (
+    batch_id      TEXT NOT NULL,
+    first         INTEGER NOT NULL,
+    last          INTEGER NOT NULL,
+    sent_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS marks_by_item ON marks(batch_id, first);
+CREATE TABLE IF NOT EXISTS outcomes (
+    batch_id      TEXT NOT NULL,
+    item          INTEGER NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('created','already_present','failed')),
+    server_id     TEXT,
+    error_kind    TEXT,
+    error         TEXT,
+    done_at       TEXT NOT NULL,
+    PRIMARY KEY (batch_id, item)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS part_items AS
+SELECT p.batch_id AS batch_id,
+    json_extract(e.value, '$[0]') AS item,
+    p.crid AS crid,
+    json_extract(e.value, '$[1]') AS submission_id,
+    CASE WHEN json_extract(e.value, '$[3]') IS NULL THEN p.state ELSE 'failed' END AS state,
+    NULL AS server_id,
+    json_extract(e.value, '$[3]') AS error_kind,
+    json_extract(e.value, '$[4]') AS error,
+    CASE WHEN json_extract(e.value, '$[3]') IS NULL AND p.state = 'sending' THEN 1 ELSE 0 END
+        AS attempts,
+    json_extract(e.value, '$[2]') AS lab,
+    p.created_at AS created_at,
+    CASE WHEN json_extract(e.value, '$[3]') IS NULL THEN p.sent_at END AS sent_at,
+    CASE WHEN json_extract(e.value, '$[3]') IS NOT NULL THEN p.created_at END AS done_at
+FROM parts p, json_each(p.items) e;
+CREATE VIEW IF NOT EXISTS items AS
+WITH recorded AS (
+    SELECT batch_id, item, crid, submission_id, state, server_id, error_kind, error, attempts,
+        lab, created_at, sent_at, done_at
+    FROM item_rows
+    UNION ALL
+    SELECT batch_id, item, crid, submission_id, state, server_id, error_kind, error, attempts,
+        lab, created_at, sent_at, done_at
+    FROM part_items
+)
+SELECT r.batch_id AS batch_id, r.item AS item, r.crid AS crid,
+    r.submission_id AS submission_id,
+    CASE WHEN o.state IS NOT NULL THEN o.state
+         WHEN m.sent_at IS NOT NULL THEN 'sending' ELSE r.state END AS state,
+    CASE WHEN o.state IS NOT NULL THEN o.server_id ELSE r.server_id END AS server_id,
+    CASE WHEN o.state IS NOT NULL THEN o.error_kind
+         WHEN m.sent_at IS NOT NULL THEN NULL ELSE r.error_kind END AS error_kind,
+    CASE WHEN o.state IS NOT NULL THEN o.error
+         WHEN m.sent_at IS NOT NULL THEN NULL ELSE r.error END AS error,
+    r.attempts + (m.sent_at IS NOT NULL) AS attempts,
+    r.lab AS lab, r.created_at AS created_at,
+    coalesce(m.sent_at, r.sent_at) AS sent_at,
+    CASE WHEN o.state IS NOT NULL THEN o.done_at ELSE r.done_at END AS done_at
+FROM recorded r
+LEFT JOIN outcomes o ON o.batch_id = r.batch_id AND o.item = r.item
+LEFT JOIN marks m ON m.rowid = (
+    SELECT k.rowid FROM marks k WHERE k.batch_id = r.batch_id AND k.first <= r.item
+    ORDER BY k.first DESC, k.rowid DESC LIMIT 1
+) AND m.last >= r.item;
 ";
+
+/// Folds a batch's parts into item rows, then its marks and its outcomes into those rows, and
+/// deletes what it folded: the `items` view reads the same before and after. Run before a
+/// resumed batch records anything, so that an item never has two marks or two outcomes outside
+/// its row.
+const FOLD: &str = "
+INSERT INTO item_rows (batch_id, item, crid, submission_id, state, server_id, error_kind, error,
+    attempts, lab, created_at, sent_at, done_at)
+    SELECT batch_id, item, crid, submission_id, state, server_id, error_kind, error, attempts,
+        lab, created_at, sent_at, done_at
+    FROM part_items WHERE batch_id = ?1;
+DELETE FROM parts WHERE batch_id = ?1;
+UPDATE item_rows SET state = 'sending', sent_at = m.sent_at, attempts = attempts + 1,
+    error_kind = NULL, error = NULL
+    FROM marks m WHERE m.batch_id = ?1 AND item_rows.batch_id = ?1
+    AND item_rows.item BETWEEN m.first AND m.last;
+UPDATE item_rows SET state = o.state, server_id = o.server_id, error_kind = o.error_kind,
+    error = o.error, done_at = o.done_at
+    FROM outcomes o WHERE o.batch_id = ?1 AND item_rows.batch_id = ?1 AND item_rows.item = o.item;
+DELETE FROM marks WHERE batch_id = ?1;
+DELETE FROM outcomes WHERE batch_id = ?1;
+";
+
+/// Creates the tables, or migrates a version 1 file (its `items` table becomes `item_rows`, as
+/// it is, and gives `numbers` its item numbers), in one transaction: another process opening the file at the same time waits, then
+/// finds it done.
+fn set_up(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 1 {
+            c.execute_batch(
+                "ALTER TABLE items RENAME TO item_rows;
+                 DROP INDEX IF EXISTS items_by_submission_id;",
+            )?;
+        }
+        c.execute_batch(SCHEMA)?;
+        if version == 1 {
+            c.execute_batch(
+                "INSERT INTO numbers (batch_id, item) SELECT batch_id, item FROM item_rows",
+            )?;
+        }
+        c.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+    })();
+    match r {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// See [`FOLD`].
+fn fold(c: &Connection, batch_id: &str) -> rusqlite::Result<()> {
+    for sql in FOLD.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        c.prepare_cached(sql)?.execute([batch_id])?;
+    }
+    Ok(())
+}
 
 /// Where an item stands in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -365,7 +526,7 @@ impl Journal {
             .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
             .and_then(|v| {
                 c.query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                    "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view') \
                      AND name IN ('batches', 'items')",
                     [],
                     |r| Ok((v, r.get::<_, i64>(0)?)),
@@ -404,10 +565,7 @@ impl Journal {
                 path.display()
             )));
         }
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .map_err(|e| db_err(&path, "set up its tables", e))?;
+        set_up(&conn).map_err(|e| db_err(&path, "set up its tables", e))?;
         let (tx, rx) = mpsc::channel();
         let later = Later::default();
         let (p, l) = (path.clone(), later.clone());
@@ -575,21 +733,43 @@ impl Journal {
     /// Every batch, newest first.
     pub fn batches(&self) -> Result<Vec<BatchSummary>> {
         self.read(|c| {
-            let mut s = c.prepare(&format!(
-                "{SUMMARY_SQL} GROUP BY b.id ORDER BY b.created_at DESC, b.id DESC"
-            ))?;
-            s.query_map([], summary_row)?.collect()
+            // One snapshot for the counts and the batches.
+            let _snapshot = c.unchecked_transaction()?;
+            let mut counts: HashMap<String, Counts> = HashMap::new();
+            let mut s =
+                c.prepare("SELECT batch_id, state, count(*) FROM items GROUP BY batch_id, state")?;
+            let mut rows = s.query([])?;
+            while let Some(r) = rows.next()? {
+                counts
+                    .entry(r.get(0)?)
+                    .or_default()
+                    .add(&r.get::<_, String>(1)?, r.get(2)?);
+            }
+            let mut s = c.prepare(&format!("{BATCH_SQL} ORDER BY created_at DESC, id DESC"))?;
+            s.query_map([], |r| {
+                let id: String = r.get(0)?;
+                let n = counts.remove(&id).unwrap_or_default();
+                summary_row(r, n)
+            })?
+            .collect()
         })
     }
 
     /// One batch.
     pub fn batch(&self, id: &str) -> Result<BatchSummary> {
         self.read(|c| {
-            c.query_row(
-                &format!("{SUMMARY_SQL} WHERE b.id = ?1 GROUP BY b.id"),
-                [id],
-                summary_row,
-            )
+            let _snapshot = c.unchecked_transaction()?;
+            let mut n = Counts::default();
+            let mut s = c.prepare_cached(
+                "SELECT state, count(*) FROM items WHERE batch_id = ?1 GROUP BY state",
+            )?;
+            let mut rows = s.query([id])?;
+            while let Some(r) = rows.next()? {
+                n.add(&r.get::<_, String>(0)?, r.get(1)?);
+            }
+            c.query_row(&format!("{BATCH_SQL} WHERE id = ?1"), [id], |r| {
+                summary_row(r, n)
+            })
             .optional()
         })?
         .ok_or_else(|| Error::validation("batch", format!("no batch {id:?} in the journal")))
@@ -607,15 +787,35 @@ impl Journal {
     }
 }
 
-const SUMMARY_SQL: &str = "SELECT b.id, b.created_at, b.updated_at, b.ccn, b.server, b.source, \
-    b.source_sha256, b.label, count(i.item), \
-    count(CASE i.state WHEN 'pending' THEN 1 END), count(CASE i.state WHEN 'sending' THEN 1 END), \
-    count(CASE i.state WHEN 'created' THEN 1 END), \
-    count(CASE i.state WHEN 'already_present' THEN 1 END), \
-    count(CASE i.state WHEN 'failed' THEN 1 END), b.expected \
-    FROM batches b LEFT JOIN items i ON i.batch_id = b.id";
+const BATCH_SQL: &str = "SELECT id, created_at, updated_at, ccn, server, source, source_sha256, \
+    label, expected FROM batches";
 
-fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchSummary> {
+/// A batch's items counted by state.
+#[derive(Default)]
+struct Counts {
+    total: u64,
+    pending: u64,
+    sending: u64,
+    created: u64,
+    already_present: u64,
+    failed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, state: &str, n: i64) {
+        let n = n as u64;
+        self.total += n;
+        *match JournalState::parse(state) {
+            JournalState::Pending => &mut self.pending,
+            JournalState::Sending => &mut self.sending,
+            JournalState::Created => &mut self.created,
+            JournalState::AlreadyPresent => &mut self.already_present,
+            JournalState::Failed => &mut self.failed,
+        } += n;
+    }
+}
+
+fn summary_row(r: &rusqlite::Row<'_>, n: Counts) -> rusqlite::Result<BatchSummary> {
     Ok(BatchSummary {
         id: r.get(0)?,
         created_at: r.get(1)?,
@@ -625,13 +825,13 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchSummary> {
         source: r.get(5)?,
         source_sha256: r.get(6)?,
         label: r.get(7)?,
-        total: r.get::<_, i64>(8)? as u64,
-        pending: r.get::<_, i64>(9)? as u64,
-        sending: r.get::<_, i64>(10)? as u64,
-        created: r.get::<_, i64>(11)? as u64,
-        already_present: r.get::<_, i64>(12)? as u64,
-        failed: r.get::<_, i64>(13)? as u64,
-        expected: r.get::<_, Option<i64>>(14)?.map(|e| e as u64),
+        expected: r.get::<_, Option<i64>>(8)?.map(|e| e as u64),
+        total: n.total,
+        pending: n.pending,
+        sending: n.sending,
+        created: n.created,
+        already_present: n.already_present,
+        failed: n.failed,
     })
 }
 
@@ -854,15 +1054,24 @@ impl JournalBatch {
         self.0.journal.write_blocking(Box::new(move |c| {
             let t = now();
             let sql = if resumed {
-                "INSERT OR REPLACE INTO items (batch_id, item, state, error_kind, error, created_at, \
-                 done_at) VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?5)"
+                // A row replaced must not keep a mark or an outcome of an earlier run.
+                fold(c, &id)?;
+                "INSERT OR REPLACE INTO item_rows (batch_id, item, state, error_kind, error, \
+                 created_at, done_at) VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?5)"
             } else {
-                "INSERT INTO items (batch_id, item, state, error_kind, error, created_at, done_at) \
-                 VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?5)"
+                "INSERT INTO item_rows (batch_id, item, state, error_kind, error, created_at, \
+                 done_at) VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?5)"
             };
             let mut s = c.prepare_cached(sql)?;
+            // A resumed batch may hold the number already (the same input, rejected again).
+            let mut number = c.prepare_cached(if resumed {
+                "INSERT OR IGNORE INTO numbers (batch_id, item) VALUES (?1, ?2)"
+            } else {
+                "INSERT INTO numbers (batch_id, item) VALUES (?1, ?2)"
+            })?;
             for (item, e) in &rejected {
                 s.execute(params![id, *item as i64, e.kind().code(), e.to_string(), t])?;
+                number.execute(params![id, *item as i64])?;
             }
             Ok(())
         }))
@@ -1042,7 +1251,15 @@ impl JournalPart {
             })
             .partition(|(k, _)| *k < head);
         let tail = Arc::new(Tail::default());
-        let head_work = insert_rows(id.clone(), crid, head_rows, true);
+        let mut head_work = insert_rows(id.clone(), crid, head_rows, true);
+        if self.batch.0.resumed {
+            // Earlier runs' marks and outcomes go into the rows before this run adds its own.
+            let (insert, batch_id) = (head_work, id.clone());
+            head_work = Box::new(move |c: &Connection| {
+                fold(c, &batch_id)?;
+                insert(c)
+            });
+        }
         let tail_work = (!tail_rows.is_empty()).then(|| {
             let insert = insert_rows(id.clone(), crid, tail_rows, false);
             let t = tail.clone();
@@ -1099,36 +1316,43 @@ fn unique_as_validation(e: Error) -> Error {
     }
 }
 
-/// Inserts `rows` of a part: those without an error `sending` (marked: about to be sent) when
-/// `sending`, else `pending`; those with one `failed`.
+/// Inserts `rows` of a part: their numbers, and the items as one `parts` row (a few thousand
+/// items a row), `sending` (marked: about to be sent) when `sending`, else `pending`; those with
+/// a check's error are `failed`.
 fn insert_rows(batch_id: String, crid: i64, rows: Vec<(usize, NewRow)>, sending: bool) -> Work {
     Box::new(move |c| {
         let t = now();
-        let mut s = c.prepare_cached(
-            "INSERT INTO items (batch_id, item, crid, submission_id, state, error_kind, error, \
-             lab, created_at, done_at, sent_at, attempts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        let (state, sent) = if sending {
+            ("sending", Some(&t))
+        } else {
+            ("pending", None)
+        };
+        let mut numbers = c.prepare_cached(
+            "INSERT INTO numbers (batch_id, item) SELECT ?1, value FROM json_each(?2)",
         )?;
-        for (_, (n, sid, lab, err)) in &rows {
-            let (state, done, sent, attempts) = match err {
-                Some(_) => ("failed", Some(&t), None, 0),
-                None if sending => ("sending", None, Some(&t), 1),
-                None => ("pending", None, None, 0),
-            };
-            s.execute(params![
-                batch_id,
-                *n as i64,
-                crid,
-                sid,
-                state,
-                err.as_ref().map(|e| &e.0),
-                err.as_ref().map(|e| &e.1),
-                lab,
-                t,
-                done,
-                sent,
-                attempts
-            ])?;
+        let mut part = c.prepare_cached(
+            "INSERT INTO parts (batch_id, crid, state, created_at, sent_at, items) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for chunk in rows.chunks(PART_ROWS) {
+            let items: Vec<PartItem<'_>> = chunk
+                .iter()
+                .map(|(_, (n, sid, lab, err))| {
+                    (
+                        *n as i64,
+                        sid.as_deref(),
+                        lab.as_deref(),
+                        err.as_ref().map(|e| e.0.as_str()),
+                        err.as_ref().map(|e| e.1.as_str()),
+                    )
+                })
+                .collect();
+            let nums: Vec<i64> = items.iter().map(|i| i.0).collect();
+            // Numbers and strings: serialising them cannot fail.
+            let nums = serde_json::to_string(&nums).unwrap_or_default();
+            let items = serde_json::to_string(&items).unwrap_or_default();
+            numbers.execute(params![batch_id, nums])?;
+            part.execute(params![batch_id, crid, state, t, sent, items])?;
         }
         c.execute(
             "UPDATE batches SET updated_at = ?2 WHERE id = ?1",
@@ -1137,6 +1361,18 @@ fn insert_rows(batch_id: String, crid: i64, rows: Vec<(usize, NewRow)>, sending:
         Ok(())
     })
 }
+
+/// Items per `parts` row.
+const PART_ROWS: usize = 4096;
+
+/// A `parts` element: item number, submission id, lab JSON, error kind, error message.
+type PartItem<'a> = (
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
 
 /// The second insert of a part's rows (see [`JournalPart::begin`]): committed, or failed.
 #[derive(Default)]
@@ -1203,22 +1439,19 @@ impl Recorder {
                 return Ok(());
             }
             let t = now();
-            let contiguous = numbers.windows(2).all(|w| w[1] == w[0] + 1);
-            if let (true, Some(first), Some(last)) = (contiguous, numbers.first(), numbers.last()) {
-                // One statement for a run of item numbers (the usual case).
-                c.prepare_cached(
-                    "UPDATE items SET state = 'sending', sent_at = ?4, attempts = attempts + 1, \
-                     error_kind = NULL, error = NULL WHERE batch_id = ?1 AND item BETWEEN ?2 AND ?3",
-                )?
-                .execute(params![id, *first as i64, *last as i64, t])?;
-                return Ok(());
-            }
+            // One row per run of consecutive item numbers (usually one for the whole window).
             let mut s = c.prepare_cached(
-                "UPDATE items SET state = 'sending', sent_at = ?3, attempts = attempts + 1, \
-                 error_kind = NULL, error = NULL WHERE batch_id = ?1 AND item = ?2",
+                "INSERT INTO marks (batch_id, first, last, sent_at) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for n in &numbers {
-                s.execute(params![id, *n as i64, t])?;
+            let mut rest = &numbers[..];
+            while let Some(&first) = rest.first() {
+                let run = 1 + rest
+                    .windows(2)
+                    .take_while(|w| w[1] == w[0].wrapping_add(1))
+                    .count();
+                let last = rest[run - 1];
+                s.execute(params![id, first as i64, last as i64, t])?;
+                rest = &rest[run..];
             }
             Ok(())
         }));
@@ -1269,8 +1502,8 @@ impl Recorder {
                 return Ok(());
             }
             c.prepare_cached(
-                "UPDATE items SET state = ?3, server_id = ?4, error_kind = ?5, error = ?6, \
-                 done_at = ?7 WHERE batch_id = ?1 AND item = ?2",
+                "INSERT OR REPLACE INTO outcomes (batch_id, item, state, server_id, error_kind, \
+                 error, done_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 id,
