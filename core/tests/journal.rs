@@ -64,6 +64,31 @@ fn with(batch: &cibmtr_fhir::journal::JournalBatch) -> SubmitOptions {
     }
 }
 
+/// Submits `n` labs in `batch` while the server answers half of the creates with a 503.
+async fn half_failing(
+    sb: &Sandbox,
+    client: &CibmtrClient,
+    crid: i64,
+    batch: &cibmtr_fhir::journal::JournalBatch,
+    n: usize,
+) -> (Vec<LabResult>, cibmtr_fhir::cibmtr::SubmissionReport) {
+    sb.set_fault(
+        Route::ObservationCreate,
+        Fault {
+            status: 503,
+            share: 0.5,
+            ..Default::default()
+        },
+    );
+    let input = labs(n);
+    let report = client
+        .submit_labs(crid, input.clone(), &with(batch))
+        .await
+        .unwrap();
+    sb.clear_faults();
+    (input, report)
+}
+
 fn on_server(sb: &Sandbox) -> HashMap<String, String> {
     sb.observations()
         .iter()
@@ -261,20 +286,7 @@ async fn failed_items_are_recorded_and_retried_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path().join("j.sqlite3")).unwrap();
     let batch = journal.start_batch(&BatchInfo::default()).unwrap();
-    sb.set_fault(
-        Route::ObservationCreate,
-        Fault {
-            status: 503,
-            share: 0.5,
-            ..Default::default()
-        },
-    );
-    let input = labs(100);
-    let first = client
-        .submit_labs(crid, input.clone(), &with(&batch))
-        .await
-        .unwrap();
-    sb.clear_faults();
+    let (input, first) = half_failing(&sb, &client, crid, &batch, 100).await;
     assert!(first.failed > 0, "some items failed");
     let items = journal.items(batch.id()).unwrap();
     let failed: Vec<_> = items
@@ -552,20 +564,7 @@ async fn a_version_1_journal_is_migrated_and_resumes() {
     let path = dir.path().join("j.sqlite3");
     let journal = Journal::open(&path).unwrap();
     let batch = journal.start_batch(&BatchInfo::default()).unwrap();
-    sb.set_fault(
-        Route::ObservationCreate,
-        Fault {
-            status: 503,
-            share: 0.5,
-            ..Default::default()
-        },
-    );
-    let input = labs(300);
-    let first = client
-        .submit_labs(crid, input.clone(), &with(&batch))
-        .await
-        .unwrap();
-    sb.clear_faults();
+    let (input, first) = half_failing(&sb, &client, crid, &batch, 300).await;
     assert!(first.failed > 0 && first.created > 0, "{first:?}");
     let before = journal.items(batch.id()).unwrap();
     let summary = journal.batch(batch.id()).unwrap();
