@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
 import pandas as pd
@@ -109,6 +110,19 @@ def test_csv_rows_for_another_patient_are_refused(sb: cf.Sandbox, tmp_path) -> N
     report = client.submit_labs(crid, str(path))
     assert (report.created, report.failed) == (1, 1)
     assert report.failures()[0]["error"]["field"] == "crid" and report.failures()[0]["line"] == 3
+
+
+def test_a_missing_csv_is_file_not_found_before_anything_is_sent(sb: cf.Sandbox, tmp_path) -> None:
+    client = sb.cibmtr_client()
+    crid = client.register_crid("Di", "Oh", "1990-01-01", "F")
+    missing = tmp_path / "nope.csv"
+    posts = sb.requests("observation_create")
+    with pytest.raises(FileNotFoundError) as e:
+        client.submit_labs(crid, missing)
+    assert e.value.filename == str(missing)
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(client.asubmit_labs(crid, str(missing)))
+    assert sb.requests("observation_create") == posts
 
 
 def test_lab_result_and_catalog() -> None:

@@ -18,6 +18,7 @@ proxy="http://proxy.hospital.org:3128", ca_files="hospital-ca.pem"))``).
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from contextlib import contextmanager
@@ -183,6 +184,7 @@ class CibmtrClient(_native.CibmtrClient):
         report's ``batch_id`` names the batch); ``resume``: a ``batch_id`` of that journal to
         continue after an interruption, sending nothing the journal or the server already holds.
         Read the journal with ``cibmtr_fhir.Journal(path)``, not ``sqlite3``.
+        A CSV path that does not exist raises ``FileNotFoundError`` before anything is sent.
         """
         with _progress_callback(progress) as callback:
             opts = dict(
@@ -194,7 +196,7 @@ class CibmtrClient(_native.CibmtrClient):
                 resume=resume,
             )
             if isinstance(labs, (str, os.PathLike)):
-                return super().submit_labs_csv(crid, labs, **opts)  # type: ignore[arg-type]
+                return super().submit_labs_csv(crid, _existing(labs), **opts)  # type: ignore[arg-type]
             rows = _records(labs)
             return super().submit_labs(crid, rows if rows is not None else labs, **opts)  # type: ignore[arg-type]
 
@@ -221,9 +223,16 @@ class CibmtrClient(_native.CibmtrClient):
                 resume=resume,
             )
             if isinstance(labs, (str, os.PathLike)):
-                return await super().asubmit_labs_csv(crid, labs, **opts)  # type: ignore[arg-type]
+                return await super().asubmit_labs_csv(crid, _existing(labs), **opts)  # type: ignore[arg-type]
             rows = _records(labs)
             return await super().asubmit_labs(crid, rows if rows is not None else labs, **opts)  # type: ignore[arg-type]
+
+
+def _existing(path: Union[str, "os.PathLike[str]"]) -> Union[str, "os.PathLike[str]"]:
+    """``path``, if something is there; else ``FileNotFoundError``, as ``open()`` raises it."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(path))
+    return path
 
 
 class Sandbox(_native.Sandbox):
