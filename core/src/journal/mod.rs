@@ -1419,15 +1419,13 @@ impl Recorder {
         &self.batch.0.id
     }
 
-    /// Marks items (by input index) as being sent, and waits until that is committed: after a
-    /// crash they are in doubt, never silently "not sent".
-    pub(crate) async fn sending(&self, indices: &[usize]) -> Result<()> {
-        self.sending_soon(indices).await
-    }
-
-    /// [`sending`](Self::sending), queued at once; the future resolves at the commit (an error
-    /// if the part's rows could not be written: then nothing was marked).
-    fn sending_soon(&self, indices: &[usize]) -> impl Future<Output = Result<()>> + Send + 'static {
+    /// Marks items (by input index) as being sent, queued at once; the future resolves once
+    /// that is committed (an error if the part's rows could not be written: then nothing was
+    /// marked). After a crash they are in doubt, never silently "not sent".
+    pub(crate) fn sending(
+        &self,
+        indices: &[usize],
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         let numbers: Vec<u64> = indices.iter().map(|&i| self.numbers[i]).collect();
         let id = self.batch.0.id.clone();
         let tail = self.tail.clone();
@@ -1569,7 +1567,7 @@ impl SendingMarks<'_> {
         let to = (state.end + self.window).min(self.order.len());
         let commit = self
             .recorder
-            .sending_soon(&self.order[state.end..to])
+            .sending(&self.order[state.end..to])
             .boxed()
             .shared();
         state.ahead = Some((to, commit.clone()));
