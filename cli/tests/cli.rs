@@ -43,6 +43,49 @@ fn demo_runs_the_whole_workflow() {
     }
 }
 
+/// Plain http to loopback needs no root certificates: on a machine without any (a slim
+/// container without `ca-certificates`; here `SSL_CERT_FILE` and `SSL_CERT_DIR` point at
+/// nothing) the demo runs as it does anywhere. An https URL then fails with a configuration
+/// error that says why, before any request.
+#[test]
+fn plain_http_needs_no_root_certificates_and_https_says_why_it_cannot_run() {
+    let empty = tempfile::tempdir().unwrap();
+    let no_roots = |cmd: &mut Command| {
+        cmd.env("SSL_CERT_FILE", empty.path().join("none.pem"))
+            .env("SSL_CERT_DIR", empty.path())
+            .env("CIBMTR_FHIR_CONFIG", "/nonexistent/cibmtr-fhir.toml")
+            .env_remove("CIBMTR_PROFILE");
+    };
+    let mut demo = bin();
+    demo.arg("demo");
+    no_roots(&mut demo);
+    let (out, err, code) = run_ok(&mut demo);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("500 created, 0 already present, 0 failed"),
+        "{out}"
+    );
+
+    let mut https = bin();
+    https
+        .args(["token", "--flow", "client-credentials"])
+        .args([
+            "--token-url",
+            "https://127.0.0.1:9/token",
+            "--client-id",
+            "x",
+        ])
+        .env("CIBMTR_CLIENT_SECRET", "not-printed-secret");
+    no_roots(&mut https);
+    let (out, err, code) = run_ok(&mut https);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("cannot build the HTTP client") && err.contains("No CA certificates"),
+        "{err}"
+    );
+    assert!(!err.contains("not-printed-secret") && !out.contains("not-printed-secret"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_command_prints_a_token_and_keeps_secrets_out_of_errors() {
     let sb = unthrottled_sandbox().await;

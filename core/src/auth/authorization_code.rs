@@ -586,7 +586,7 @@ async fn register(
         "token_endpoint_auth_method": method,
     });
     let resp = http
-        .client()
+        .client(url.as_str())?
         .post(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&body)

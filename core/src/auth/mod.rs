@@ -148,7 +148,7 @@ pub(crate) async fn exchange(
     let mut rate_limited = 0u32;
     'attempts: loop {
         let mut rb = http
-            .client()
+            .client(req.url.as_str())?
             .post(req.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&req.form);
@@ -352,7 +352,7 @@ pub(crate) async fn smart_configuration(
         fhir_base.as_str().trim_end_matches('/')
     );
     let resp = http
-        .client()
+        .client(&url)?
         .get(&url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()

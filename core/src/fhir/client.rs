@@ -590,7 +590,7 @@ impl FhirClient {
             let mut rb = self
                 .inner
                 .http
-                .client()
+                .client(url.as_str())?
                 .request(method.clone(), url.clone())
                 .header(header::ACCEPT, FHIR_JSON);
             if let Some(t) = &token {

@@ -75,20 +75,37 @@ impl Default for HttpConfig {
 /// Fork-aware: a connection pool is driven by the async runtime that opened its connections, and
 /// a forked child inherits neither, so in a child process the first request builds a new pool
 /// (objects created before a `fork()` keep working there).
+///
+/// The platform's root certificates (a few milliseconds of reading `/etc/ssl/certs`, and an
+/// error on a machine that has none) are loaded the first time an https URL is used: a process
+/// that only talks plain http to loopback or an allowed host, such as the CLI against the local
+/// sandbox, never pays for them.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     pool: std::sync::Arc<std::sync::Mutex<Pool>>,
     pub(crate) config: std::sync::Arc<HttpConfig>,
+    /// `extra_ca_pems`, parsed once (a bad PEM is refused by [`HttpClient::new`]).
+    extra_cas: std::sync::Arc<[reqwest::Certificate]>,
+    /// A configured or environment proxy reached over https: plain http requests go through a
+    /// TLS connection too, so they take the client with the roots.
+    tls_proxy: bool,
 }
 
-/// The reqwest client and the process it belongs to.
+/// The reqwest clients of one process, each built when first needed.
 #[derive(Debug)]
 struct Pool {
     pid: u32,
-    client: reqwest::Client,
+    /// For https URLs: the platform's roots and the extra CAs.
+    tls: Option<reqwest::Client>,
+    /// For plain http URLs: no roots to load.
+    plain: Option<reqwest::Client>,
 }
 
-fn build(config: &HttpConfig) -> Result<reqwest::Client> {
+fn build(
+    config: &HttpConfig,
+    extra_cas: &[reqwest::Certificate],
+    roots: bool,
+) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.connect_timeout)
@@ -97,41 +114,99 @@ fn build(config: &HttpConfig) -> Result<reqwest::Client> {
     if let Some(p) = &config.proxy {
         b = b.proxy(reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?);
     }
-    for pem in &config.extra_ca_pems {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|_| Error::config("extra CA certificate is not valid PEM"))?;
-        for cert in certs {
-            b = b.add_root_certificate(cert);
+    if roots {
+        for cert in extra_cas {
+            b = b.add_root_certificate(cert.clone());
         }
+    } else {
+        // Never used for TLS (https URLs and TLS proxies take the other client): trusting
+        // nothing, it loads nothing.
+        b = b.tls_certs_only([]);
     }
-    b.build()
-        .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))
+    b.build().map_err(|e| {
+        // reqwest says only "builder error"; the cause (no root certificates on this machine)
+        // is in its sources. They carry no URL: the proxy was checked above.
+        let mut text = format!("cannot build the HTTP client: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        Error::config(text)
+    })
+}
+
+/// Whether a proxy of `config` or of the environment (reqwest's `HTTP_PROXY`/`ALL_PROXY`) for
+/// plain http URLs is itself reached over https.
+fn tls_proxy(config: &HttpConfig) -> bool {
+    let https = |v: &str| {
+        v.trim()
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+    };
+    config.proxy.as_deref().is_some_and(https)
+        || ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| https(&v)))
 }
 
 impl HttpClient {
     pub fn new(config: HttpConfig) -> Result<Self> {
-        let client = build(&config)?;
+        let mut extra_cas = Vec::new();
+        for pem in &config.extra_ca_pems {
+            extra_cas.extend(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|_| Error::config("extra CA certificate is not valid PEM"))?,
+            );
+        }
+        // Settings errors (a bad proxy URL) show now, not at the first request; this client
+        // loads no roots, so it costs microseconds, and serves the first plain http request.
+        let plain = build(&config, &[], false)?;
+        let tls_proxy = tls_proxy(&config);
         Ok(HttpClient {
             pool: std::sync::Arc::new(std::sync::Mutex::new(Pool {
                 pid: std::process::id(),
-                client,
+                tls: None,
+                plain: Some(plain),
             })),
             config: std::sync::Arc::new(config),
+            extra_cas: extra_cas.into(),
+            tls_proxy,
         })
     }
 
-    /// The reqwest client of this process (a new pool after a `fork()`).
-    pub(crate) fn client(&self) -> reqwest::Client {
+    /// The reqwest client of this process for `url` (a new pool after a `fork()`). The one for
+    /// https is built, with the platform's roots, the first time it is needed; building it fails
+    /// only where the platform has no usable root certificates (a [`Error::Config`]).
+    pub(crate) fn client(&self, url: &str) -> Result<reqwest::Client> {
+        let plain = !self.tls_proxy
+            && url
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http:"));
         let pid = std::process::id();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.pid != pid {
-            // The same settings built fine before, so this cannot fail for a new reason; if it
-            // does, the old pool's error on use is still a clear one.
-            if let Ok(client) = build(&self.config) {
-                *pool = Pool { pid, client };
-            }
+            *pool = Pool {
+                pid,
+                tls: None,
+                plain: None,
+            };
         }
-        pool.client.clone()
+        let slot = if plain {
+            &mut pool.plain
+        } else {
+            &mut pool.tls
+        };
+        if let Some(c) = slot {
+            return Ok(c.clone());
+        }
+        let client = if plain {
+            build(&self.config, &[], false)?
+        } else {
+            build(&self.config, &self.extra_cas, true)?
+        };
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// The process-wide default client.
