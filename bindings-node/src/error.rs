@@ -22,25 +22,34 @@ pub(crate) type CoreResult<T> = cibmtr_fhir::Result<T>;
 /// An error as plain data: the fields of a thrown error, and the `error` of a failed item in a
 /// submission report.
 #[napi(object, object_from_js = false)]
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorInfo {
     /// The stable code to branch on.
     #[napi(ts_type = "ErrorCode")]
     pub code: String,
     pub message: String,
     /// `VALIDATION`: the input field that was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// `VALIDATION`: the rule it broke.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// `AUTH`: the OAuth error code (`invalid_grant`, `invalid_client`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `AUTH`: the server's description of the refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// `AUTH`, `HTTP`: the HTTP status of the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u32>,
     /// `HTTP`: the `OperationOutcome` the server sent, if any.
     #[napi(ts_type = "Resource")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<serde_json::Value>,
     /// `RATE_LIMITED`: seconds to wait before trying again, when the server said.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<f64>,
 }
 

@@ -317,7 +317,6 @@ fn recipient(tag: &str) -> Demographics {
     Demographics::new(format!("Bench {tag}"), "Submit", "1970-01-31", "F")
 }
 
-/// `n` distinct hemoglobin results, one a minute from 2024-01-01.
 /// `n` distinct hemoglobin results, one a minute from 2024-01-01 UTC: the labs every client of
 /// benches/run-all.sh submits (Python's `bench.labs`, the CLI's CSV, Node's `node_client.mjs`),
 /// so each sends the same Observations as the others and as the `wrk` baseline.
