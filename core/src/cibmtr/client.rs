@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -13,9 +14,9 @@ use tokio::sync::OnceCell;
 use super::demographics::{Demographics, parse_crid_response};
 use super::labs::{LabOptions, LabResult};
 use super::resources::{
-    observation_search_by_crid, observation_search_by_submission_id, observation_submission_id,
-    observation_with_submission_id, patient_matches, patient_resource, patient_search_params,
-    submission_id,
+    observation_json, observation_search_by_crid, observation_search_by_submission_id,
+    observation_submission_id, observation_with_submission_id, patient_matches, patient_resource,
+    patient_search_params, submission_id,
 };
 use super::systems::{Ccn, SUBMISSION_ID_SYSTEM, UriFamily};
 use crate::auth::TokenProvider;
@@ -518,8 +519,8 @@ impl CibmtrClient {
         let checked = lab.check(&self.inner.lab_options)?;
         let patient_id = self.ensure_patient(crid).await?;
         let sid = submission_id(&checked.lab, crid, &self.inner.ccn);
-        let obs = self.observation(&checked.lab, &sid, &patient_id);
-        let (status, id) = self.submit_checked(&obs, &sid, true).await?;
+        let body = self.observation_json(&checked.lab, &sid, &patient_id);
+        let (status, id) = self.submit_checked(&body, &sid, true).await?;
         Ok(LabSubmission {
             status,
             id,
@@ -533,7 +534,7 @@ impl CibmtrClient {
     /// is unknown the server is always checked again before another POST.
     async fn submit_checked(
         &self,
-        obs: &Value,
+        body: &Bytes,
         sid: &str,
         mut check_first: bool,
     ) -> Result<(ItemStatus, String)> {
@@ -553,7 +554,12 @@ impl CibmtrClient {
                     return Ok((status, id));
                 }
                 sending = true;
-                Ok((ItemStatus::Created, self.inner.fhir.create_id(obs).await?))
+                let id = self
+                    .inner
+                    .fhir
+                    .create_id_json("Observation", body.clone())
+                    .await?;
+                Ok((ItemStatus::Created, id))
             }
             .await;
             match result {
@@ -890,6 +896,18 @@ impl CibmtrClient {
         )
     }
 
+    /// [`observation`](Self::observation) as the JSON text of its request body.
+    fn observation_json(&self, lab: &LabResult, submission_id: &str, patient_id: &str) -> Bytes {
+        observation_json(
+            lab,
+            submission_id,
+            patient_id,
+            &self.inner.ccn,
+            self.inner.family,
+            self.inner.version,
+        )
+    }
+
     /// Sends `to_send` (`concurrency` at a time, or in Bundles) and records each outcome in
     /// `items`, which it returns, and in the journal (each item marked as sending, committed,
     /// before its request leaves).
@@ -946,14 +964,14 @@ impl CibmtrClient {
             let mut outcomes = futures_util::stream::iter(to_send.enumerate())
                 .map(|(position, (index, lab, sid))| {
                     // Built when its turn comes: at most `concurrency` exist at once.
-                    let obs = self.observation(&lab, &sid, patient_id);
+                    let body = self.observation_json(&lab, &sid, patient_id);
                     async move {
                         let r = match marks {
                             Some(m) => match m.ready(position).await {
-                                Ok(()) => self.submit_checked(&obs, &sid, false).await,
+                                Ok(()) => self.submit_checked(&body, &sid, false).await,
                                 Err(e) => Err(e),
                             },
-                            None => self.submit_checked(&obs, &sid, false).await,
+                            None => self.submit_checked(&body, &sid, false).await,
                         };
                         tracker.done(r.as_ref().map(|r| r.0).unwrap_or(ItemStatus::Failed));
                         (index, sid, r)

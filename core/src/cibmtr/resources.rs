@@ -1,6 +1,6 @@
 //! The FHIR resources the Direct FHIR API takes, built as JSON for STU3 or R4: the de-identified
 //! Patient and lab Observations (the guide's Figures 5 and 8), and the searches that find them.
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::labs::{LabResult, ig_display, parse_effective};
@@ -135,6 +135,7 @@ fn status(lab: &LabResult) -> &str {
         .unwrap_or("final")
 }
 
+#[cfg(test)]
 fn quantity(value: f64, unit: &str) -> Value {
     json!({ "value": value, "unit": unit, "system": UCUM, "code": unit })
 }
@@ -168,12 +169,217 @@ pub(crate) fn observation_with_submission_id(
     family: UriFamily,
     version: FhirVersion,
 ) -> Value {
+    let obs = LabObservation::new(lab, submission_id, patient_id, ccn, family, version);
+    // Plain strings and numbers (a non-finite one is `null`, as `json!` makes it): cannot fail.
+    serde_json::to_value(&obs).unwrap_or_default()
+}
+
+/// [`observation_with_submission_id`] as the JSON text of a request body, written straight from
+/// the lab: no tree of maps per lab on the bulk submission's path.
+pub(crate) fn observation_json(
+    lab: &LabResult,
+    submission_id: &str,
+    patient_id: &str,
+    ccn: &Ccn,
+    family: UriFamily,
+    version: FhirVersion,
+) -> bytes::Bytes {
+    let obs = LabObservation::new(lab, submission_id, patient_id, ccn, family, version);
+    let mut out = Vec::with_capacity(1024);
+    // Writing plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &obs);
+    out.into()
+}
+
+/// The one description of a lab Observation's shape, from which both the `Value`
+/// ([`observation_with_submission_id`]) and the request body ([`observation_json`]) are
+/// serialised.
+#[derive(serde::Serialize)]
+struct LabObservation<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    meta: Meta,
+    identifier: [Identifier<'a>; 1],
+    status: &'a str,
+    category: [Codings<'a>; 1],
+    code: Codings<'a>,
+    subject: PatientReference<'a>,
+    #[serde(rename = "effectiveDateTime")]
+    effective_date_time: &'a str,
+    #[serde(rename = "valueQuantity")]
+    value_quantity: Quantity<'a>,
+    #[serde(rename = "referenceRange", skip_serializing_if = "Option::is_none")]
+    reference_range: Option<[Range<'a>; 1]>,
+}
+
+#[derive(serde::Serialize)]
+struct Meta {
+    security: [SecurityLabel; 1],
+}
+
+/// The center's `rc_<CCN>` label.
+#[derive(serde::Serialize)]
+struct SecurityLabel {
+    system: &'static str,
+    code: String,
+}
+
+#[derive(serde::Serialize)]
+struct Identifier<'a> {
+    system: &'static str,
+    value: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Codings<'a> {
+    coding: [Coding<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct Coding<'a> {
+    system: &'static str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+}
+
+/// `{"reference": "Patient/<id>"}`, the text written without being built first.
+struct PatientReference<'a>(&'a str);
+
+impl serde::Serialize for PatientReference<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Text<'a>(&'a str);
+        impl serde::Serialize for Text<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("Patient/{}", self.0))
+            }
+        }
+        let mut st = s.serialize_struct("Reference", 1)?;
+        st.serialize_field("reference", &Text(self.0))?;
+        st.end()
+    }
+}
+
+/// A UCUM quantity: `value`, the optional `comparator`, `unit`, `system` and `code`.
+#[derive(serde::Serialize)]
+struct Quantity<'a> {
+    value: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comparator: Option<&'a str>,
+    unit: &'a str,
+    system: &'static str,
+    code: &'a str,
+}
+
+impl<'a> Quantity<'a> {
+    fn new(value: f64, unit: &'a str) -> Self {
+        Quantity {
+            value,
+            comparator: None,
+            unit,
+            system: UCUM,
+            code: unit,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Range<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    low: Option<Quantity<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    high: Option<Quantity<'a>>,
+}
+
+impl<'a> LabObservation<'a> {
+    fn new(
+        lab: &'a LabResult,
+        submission_id: &'a str,
+        patient_id: &'a str,
+        ccn: &Ccn,
+        family: UriFamily,
+        version: FhirVersion,
+    ) -> Self {
+        let category_system = match version {
+            FhirVersion::Stu3 => "http://hl7.org/fhir/observation-category",
+            FhirVersion::R4 => "http://terminology.hl7.org/CodeSystem/observation-category",
+        };
+        let loinc = lab.loinc.trim();
+        let display = lab
+            .display
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .or_else(|| ig_display(loinc));
+        let unit = lab.unit.trim();
+        let mut value_quantity = Quantity::new(lab.value, unit);
+        value_quantity.comparator = lab
+            .comparator
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        let reference_range =
+            (lab.reference_low.is_some() || lab.reference_high.is_some()).then(|| {
+                [Range {
+                    low: lab.reference_low.map(|low| Quantity::new(low, unit)),
+                    high: lab.reference_high.map(|high| Quantity::new(high, unit)),
+                }]
+            });
+        LabObservation {
+            resource_type: "Observation",
+            meta: Meta {
+                security: [SecurityLabel {
+                    system: family.transplant_center_system(),
+                    code: ccn.security_code(),
+                }],
+            },
+            identifier: [Identifier {
+                system: SUBMISSION_ID_SYSTEM,
+                value: submission_id,
+            }],
+            status: status(lab),
+            category: [Codings {
+                coding: [Coding {
+                    system: category_system,
+                    code: "laboratory",
+                    display: Some("Laboratory"),
+                }],
+            }],
+            code: Codings {
+                coding: [Coding {
+                    system: LOINC,
+                    code: loinc,
+                    display,
+                }],
+            },
+            subject: PatientReference(patient_id),
+            effective_date_time: lab.effective.trim(),
+            value_quantity,
+            reference_range,
+        }
+    }
+}
+
+/// The Value-tree builder the typed [`LabObservation`] replaced, kept as the tests' oracle.
+#[cfg(test)]
+fn observation_as_built_by_hand(
+    lab: &LabResult,
+    submission_id: &str,
+    patient_id: &str,
+    ccn: &Ccn,
+    family: UriFamily,
+    version: FhirVersion,
+) -> Value {
     let category_system = match version {
         FhirVersion::Stu3 => "http://hl7.org/fhir/observation-category",
         FhirVersion::R4 => "http://terminology.hl7.org/CodeSystem/observation-category",
     };
     let loinc = lab.loinc.trim();
-    let mut coding = Map::new();
+    let mut coding = serde_json::Map::new();
     coding.insert("system".into(), LOINC.into());
     coding.insert("code".into(), loinc.into());
     if let Some(d) = lab
@@ -211,7 +417,7 @@ pub(crate) fn observation_with_submission_id(
         "valueQuantity": value,
     });
     if lab.reference_low.is_some() || lab.reference_high.is_some() {
-        let mut range = Map::new();
+        let mut range = serde_json::Map::new();
         if let Some(low) = lab.reference_low {
             range.insert("low".into(), quantity(low, unit));
         }
@@ -243,4 +449,67 @@ pub fn observation_submission_id(resource: &Value) -> Option<&str> {
         .find(|id| id.get("system").and_then(Value::as_str) == Some(SUBMISSION_ID_SYSTEM))
         .and_then(|id| id.get("value"))
         .and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every combination of the optional parts, in both FHIR versions and URI families: the typed
+    /// builder's `Value` and its request body are the resource the hand-built tree was.
+    #[test]
+    fn the_typed_observation_is_the_hand_built_one() {
+        let ccn = Ccn::parse("12345").unwrap();
+        let mut checked = 0;
+        for version in [FhirVersion::Stu3, FhirVersion::R4] {
+            for family in [UriFamily::Cibmtr, UriFamily::Terminology] {
+                for (loinc, display) in [
+                    ("718-7", None),
+                    (" 718-7 ", Some("  ")),
+                    ("99999-9", None),
+                    ("26515-7", Some(" Platelets \"in\" blood ")),
+                ] {
+                    for comparator in [None, Some("<"), Some(" ")] {
+                        for (low, high) in [
+                            (None, None),
+                            (Some(12.0), None),
+                            (None, Some(0.1)),
+                            (Some(-0.0), Some(1e21)),
+                        ] {
+                            for (value, status) in [
+                                (12.5, None),
+                                (f64::NAN, Some("amended")),
+                                (0.001, Some(" ")),
+                            ] {
+                                let mut lab = LabResult::new(
+                                    loinc,
+                                    value,
+                                    " g/dL ",
+                                    " 2024-05-01T08:30:00-05:00 ",
+                                );
+                                lab.display = display.map(str::to_owned);
+                                lab.comparator = comparator.map(str::to_owned);
+                                (lab.reference_low, lab.reference_high) = (low, high);
+                                lab.status = status.map(str::to_owned);
+                                let sid = submission_id(&lab, 9_007_199_254_740_993, &ccn);
+                                let by_hand = observation_as_built_by_hand(
+                                    &lab, &sid, "p/1\"x", &ccn, family, version,
+                                );
+                                let typed = observation_with_submission_id(
+                                    &lab, &sid, "p/1\"x", &ccn, family, version,
+                                );
+                                assert_eq!(typed, by_hand, "{lab:?}");
+                                let body =
+                                    observation_json(&lab, &sid, "p/1\"x", &ccn, family, version);
+                                let parsed: Value = serde_json::from_slice(&body).unwrap();
+                                assert_eq!(parsed, by_hand, "{}", String::from_utf8_lossy(&body));
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 2 * 4 * 3 * 4 * 3);
+    }
 }

@@ -521,32 +521,47 @@ impl FhirClient {
         extra_headers: &[(header::HeaderName, HeaderValue)],
         idempotency: Idempotency,
     ) -> Result<Answer> {
+        let body = match body {
+            Some((v, content_type)) => Some((json_bytes(v)?, content_type)),
+            None => None,
+        };
         self.send_parsed(method, url, body, extra_headers, idempotency, parse_body)
             .await
     }
 
-    /// Creates `resource` and returns the id the server gave it, without building the server's
-    /// copy of the resource when the answer's body carries the id (the bulk submission's path:
-    /// one lab per request, the id is all it keeps). Otherwise as [`create`](Self::create).
-    pub(crate) async fn create_id(&self, resource: &Value) -> Result<String> {
-        let answer = self.post(resource, parse_created).await?;
-        let body = match answer.body {
-            CreatedBody::Id(id) => return Ok(id),
-            CreatedBody::Other(body) => body,
-        };
-        let created = with_id(
-            Answer {
-                status: answer.status,
-                headers: answer.headers,
-                body,
-            },
-            resource,
-        )?;
-        Ok(created
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned())
+    /// Creates a resource of type `resource_type` given as its JSON text, and returns the id the
+    /// server gave it, without building the server's copy of the resource when the answer's
+    /// body carries the id (the bulk submission's path: one lab per request, the body written
+    /// straight from the lab, the id all it keeps). Otherwise the id of the `Location` header,
+    /// as [`create`](Self::create) finds it.
+    pub(crate) async fn create_id_json(
+        &self,
+        resource_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<String> {
+        check_segment("resourceType", resource_type)?;
+        let url = self.url(resource_type, NO_PARAMS)?;
+        let answer = self
+            .send_parsed(
+                Method::POST,
+                url,
+                Some((body, FHIR_JSON)),
+                &[],
+                Idempotency::Once,
+                parse_created,
+            )
+            .await?;
+        match answer.body {
+            CreatedBody::Id(id) => Ok(id),
+            CreatedBody::Other(body) => created_id(
+                &Answer {
+                    status: answer.status,
+                    headers: answer.headers,
+                    body,
+                },
+                resource_type,
+            ),
+        }
     }
 
     /// The plain create: `POST {base}/{type}` of `resource`, not repeated once it may have
@@ -554,7 +569,7 @@ impl FhirClient {
     async fn post<T>(&self, resource: &Value, parse: ParseBody<T>) -> Result<Answer<T>> {
         let rt = resource_type_of(resource)?;
         let url = self.url(rt, NO_PARAMS)?;
-        let body = Some((resource, FHIR_JSON));
+        let body = Some((json_bytes(resource)?, FHIR_JSON));
         self.send_parsed(Method::POST, url, body, &[], Idempotency::Once, parse)
             .await
     }
@@ -564,7 +579,7 @@ impl FhirClient {
         &self,
         method: Method,
         url: Url,
-        body: Option<(&Value, &'static str)>,
+        body: Option<(bytes::Bytes, &'static str)>,
         extra_headers: &[(header::HeaderName, HeaderValue)],
         idempotency: Idempotency,
         parse: ParseBody<T>,
@@ -574,12 +589,7 @@ impl FhirClient {
         let mut reminted = false;
         // Serialised once; every attempt sends the same bytes (a reference count, no copy).
         let (payload, content_type) = match body {
-            Some((v, ct)) => (
-                Some(bytes::Bytes::from(serde_json::to_vec(v).map_err(|_| {
-                    Error::validation("resource", "cannot be serialised as JSON")
-                })?)),
-                ct,
-            ),
+            Some((bytes, ct)) => (Some(bytes), ct),
             None => (None, FHIR_JSON),
         };
         loop {
@@ -787,7 +797,28 @@ fn with_id(answer: Answer, sent: &Value) -> Result<Value> {
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let id = answer
+    let id = created_id(&answer, rt)?;
+    let mut out = if answer.body.is_object() && answer.body.get("resourceType").is_some() {
+        answer.body
+    } else {
+        sent.clone()
+    };
+    out["id"] = Value::String(id);
+    Ok(out)
+}
+
+/// The id of a resource of type `rt` the server created: its body's non-empty `id`, else the
+/// one its `Location` (or `Content-Location`) header names.
+fn created_id(answer: &Answer, rt: &str) -> Result<String> {
+    if let Some(id) = answer
+        .body
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.trim().is_empty())
+    {
+        return Ok(id.to_owned());
+    }
+    answer
         .headers
         .get(header::LOCATION)
         .or_else(|| answer.headers.get("content-location"))
@@ -799,14 +830,14 @@ fn with_id(answer: Answer, sent: &Value) -> Result<Value> {
                 "the server created the {rt} but sent neither its id nor a Location header"
             ),
             outcome: None,
-        })?;
-    let mut out = if answer.body.is_object() && answer.body.get("resourceType").is_some() {
-        answer.body
-    } else {
-        sent.clone()
-    };
-    out["id"] = Value::String(id);
-    Ok(out)
+        })
+}
+
+/// A resource as the JSON text of a request body.
+fn json_bytes(resource: &Value) -> Result<bytes::Bytes> {
+    serde_json::to_vec(resource)
+        .map(bytes::Bytes::from)
+        .map_err(|_| Error::validation("resource", "cannot be serialised as JSON"))
 }
 
 /// A success answer's body. One that is not JSON is a [`Error::Network`] (the exchange gave no
