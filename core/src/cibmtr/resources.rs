@@ -94,36 +94,62 @@ fn array(v: Option<&Value>) -> impl Iterator<Item = &Value> {
 /// an absent status counts as `final`. The display is left out: it names the code, it is not
 /// part of the measurement.
 pub fn submission_id(lab: &LabResult, crid: i64, ccn: &Ccn) -> String {
-    let effective = match parse_effective(&lab.effective) {
-        Some(t) => t
-            .with_timezone(&chrono::Utc)
-            .format("%Y-%m-%dT%H:%M:%S%.fZ")
-            .to_string(),
-        None => lab.effective.trim().to_owned(),
-    };
-    let opt = |v: Option<f64>| v.map(canonical_number).unwrap_or_default();
-    let canonical = format!(
-        "cibmtr-fhir/observation/v1\nccn={}\ncrid={crid}\nloinc={}\nvalue={}\nunit={}\n\
-         effective={effective}\ncomparator={}\nlow={}\nhigh={}\nstatus={}",
+    use std::fmt::Write;
+    // One buffer, written in place (this runs for every lab of a batch before anything is
+    // sent); the text is exactly what the `format!` of the first version wrote.
+    let mut canonical = String::with_capacity(256);
+    let _ = write!(
+        canonical,
+        "cibmtr-fhir/observation/v1\nccn={}\ncrid={crid}\nloinc={}\nvalue=",
         ccn.as_str(),
         lab.loinc.trim(),
-        canonical_number(lab.value),
-        lab.unit.trim(),
-        lab.comparator.as_deref().map(str::trim).unwrap_or(""),
-        opt(lab.reference_low),
-        opt(lab.reference_high),
-        status(lab),
     );
+    write_canonical_number(&mut canonical, lab.value);
+    let _ = write!(canonical, "\nunit={}\neffective=", lab.unit.trim());
+    match parse_effective(&lab.effective) {
+        Some(t) => {
+            let utc = t.with_timezone(&chrono::Utc);
+            let _ = write!(canonical, "{}", utc.format_with_items(UTC_INSTANT.iter()));
+        }
+        None => canonical.push_str(lab.effective.trim()),
+    }
+    let _ = write!(
+        canonical,
+        "\ncomparator={}\nlow=",
+        lab.comparator.as_deref().map(str::trim).unwrap_or("")
+    );
+    if let Some(low) = lab.reference_low {
+        write_canonical_number(&mut canonical, low);
+    }
+    canonical.push_str("\nhigh=");
+    if let Some(high) = lab.reference_high {
+        write_canonical_number(&mut canonical, high);
+    }
+    let _ = write!(canonical, "\nstatus={}", status(lab));
     let digest = Sha256::digest(canonical.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &digest[..16] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    id
 }
 
-/// The shortest decimal that round-trips (`12`, `12.5`, `0.001`), with `-0` as `0`.
-fn canonical_number(v: f64) -> String {
+/// `%Y-%m-%dT%H:%M:%S%.fZ`, parsed once.
+static UTC_INSTANT: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> =
+    std::sync::LazyLock::new(|| {
+        chrono::format::StrftimeItems::new("%Y-%m-%dT%H:%M:%S%.fZ").collect()
+    });
+
+/// The shortest decimal that round-trips (`12`, `12.5`, `0.001`), with `-0` as `0`, written
+/// into `out`.
+fn write_canonical_number(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v == 0.0 {
-        "0".to_owned()
+        out.push('0');
     } else {
-        v.to_string()
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -454,6 +480,59 @@ pub fn observation_submission_id(resource: &Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The labs whose identifiers are pinned below: an identifier must never change from one
+    /// version of the SDK to the next, or a re-run with a newer SDK would send every lab again.
+    fn pinned_labs() -> Vec<(LabResult, i64)> {
+        let mut out = Vec::new();
+        let plain = LabResult::new("718-7", 12.5, "g/dL", "2024-01-01T00:00:00Z");
+        out.push((plain.clone(), 9_007_199_254_740_993));
+        let mut full = LabResult::new(
+            " 26515-7 ",
+            1e21,
+            " 10*9/L ",
+            "2024-05-01T08:30:00.12-05:00",
+        );
+        full.comparator = Some(" < ".into());
+        (full.reference_low, full.reference_high) = (Some(-0.0), Some(0.001));
+        full.status = Some("amended".into());
+        full.display = Some("left out of the identifier".into());
+        out.push((full, 1));
+        let mut nanos = LabResult::new(
+            "777-3",
+            -3.25,
+            "10*9/L",
+            "2023-12-31T23:59:59.123456789+14:00",
+        );
+        nanos.status = Some(" ".into());
+        out.push((nanos, -42));
+        out.push((
+            LabResult::new("718-7", 0.1, "g/dL", "2024-02-29T12:00:00.5+00:00"),
+            7,
+        ));
+        out.push((LabResult::new("718-7", 12.0, "g/dL", " not a date "), 7));
+        out
+    }
+
+    #[test]
+    fn submission_ids_never_change() {
+        let ccn = Ccn::parse("12345").unwrap();
+        let ids: Vec<String> = pinned_labs()
+            .iter()
+            .map(|(lab, crid)| submission_id(lab, *crid, &ccn))
+            .collect();
+        // Computed by the SDK as of 2026-11-24 (identifier scheme v1).
+        assert_eq!(
+            ids,
+            [
+                "f5e74a935977717954f0f01b4b12f568",
+                "7d35043fe4fb4bdd849739a98c4587a6",
+                "3d33e9a9553154e7edca4b251f6d78ae",
+                "16c07d2dc05446c91f479c291d4d2812",
+                "194d60e15a3076be8fcaaa82f6820494",
+            ]
+        );
+    }
 
     /// Every combination of the optional parts, in both FHIR versions and URI families: the typed
     /// builder's `Value` and its request body are the resource the hand-built tree was.
