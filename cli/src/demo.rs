@@ -27,7 +27,7 @@ pub async fn run() -> Result<(), Error> {
     let sb = Sandbox::start(SandboxConfig::default())
         .await
         .map_err(started)?;
-    println!("cibmtr-fhir demo — sandbox on {}", sb.urls.base);
+    outln!("cibmtr-fhir demo — sandbox on {}", sb.urls.base);
     let c = &sb.credentials.okta;
     let okta = PasswordGrant::builder(
         &c.token_url,
@@ -39,12 +39,12 @@ pub async fn run() -> Result<(), Error> {
     .scope(&c.scope)
     .build()?;
 
-    println!("\n1. Token (Okta password grant, as CIBMTR uses it)");
+    outln!("\n1. Token (Okta password grant, as CIBMTR uses it)");
     let t0 = Instant::now();
     for _ in 0..10_001 {
         okta.token().await?;
     }
-    println!(
+    outln!(
         "   10,001 calls in {:.1} ms -> {} token request(s) at the server",
         t0.elapsed().as_secs_f64() * 1e3,
         sb.token_requests(&c.client_id)
@@ -54,7 +54,7 @@ pub async fn run() -> Result<(), Error> {
     for r in futures_util::future::join_all((0..500).map(|_| okta.token())).await {
         r?;
     }
-    println!(
+    outln!(
         "   500 callers after invalidate() -> {} token request(s)",
         sb.token_requests(&c.client_id) - before
     );
@@ -73,11 +73,11 @@ pub async fn run() -> Result<(), Error> {
         if let Err(e) = wrong.token().await
             && !shown
         {
-            println!("   wrong password: {e}");
+            outln!("   wrong password: {e}");
             shown = true;
         }
     }
-    println!(
+    outln!(
         "   3 attempts with a wrong password -> {} token request(s)",
         sb.token_requests(&c.client_id) - before
     );
@@ -86,7 +86,7 @@ pub async fn run() -> Result<(), Error> {
         .base_url(&sb.urls.cibmtr_base)
         .build()?;
 
-    println!("\n2. CRID registration (PUT /CRID)");
+    outln!("\n2. CRID registration (PUT /CRID)");
     let jane = Demographics {
         race: vec!["2106-3".into()],
         ethnicity: Some("2186-5".into()),
@@ -94,17 +94,17 @@ pub async fn run() -> Result<(), Error> {
     };
     let crid = client.register_crid(&jane).await?;
     let again = client.register_crid(&jane).await?;
-    println!("   CRID {crid}; the same demographics again -> {again}");
+    outln!("   CRID {crid}; the same demographics again -> {again}");
     let bad = Demographics::new("Jane", "Example", "1968-02-30", "F");
     if let Err(e) = client.register_crid(&bad).await {
-        println!("   an impossible birth date is refused before sending: {e}");
+        outln!("   an impossible birth date is refused before sending: {e}");
     }
 
-    println!("\n3. The de-identified Patient (found before created)");
+    outln!("\n3. The de-identified Patient (found before created)");
     let patient_id = client.ensure_patient(crid).await?;
     let again = client.ensure_patient(crid).await?;
     let stored = sb.patients();
-    println!(
+    outln!(
         "   Patient/{patient_id}; asked again -> Patient/{again}; Patients on the server: {}",
         stored.len()
     );
@@ -113,10 +113,10 @@ pub async fn run() -> Result<(), Error> {
         .and_then(|p| p["meta"]["security"].as_array())
     {
         let codes: Vec<&str> = labels.iter().filter_map(|l| l["code"].as_str()).collect();
-        println!("   security labels after the server's redaction: {codes:?}");
+        outln!("   security labels after the server's redaction: {codes:?}");
     }
 
-    println!("\n4. Labs from examples/data/form2402-labs.csv, 8 at a time");
+    outln!("\n4. Labs from examples/data/form2402-labs.csv, 8 at a time");
     let rows = read_labs_csv(EXAMPLE_CSV.as_bytes())?;
     let report = labs::submit_rows(
         &client,
@@ -129,7 +129,7 @@ pub async fn run() -> Result<(), Error> {
     .await?;
     labs::print_summary(&report);
 
-    println!("\n5. The same file again: nothing is sent twice");
+    outln!("\n5. The same file again: nothing is sent twice");
     let posts = sb.requests(Route::ObservationCreate);
     let rerun = labs::submit_rows(
         &client,
@@ -140,7 +140,7 @@ pub async fn run() -> Result<(), Error> {
         None,
     )
     .await?;
-    println!(
+    outln!(
         "   created {}, already present {}, failed {} -> {} new POST(s)",
         rerun["created"],
         rerun["already_present"],
@@ -148,7 +148,7 @@ pub async fn run() -> Result<(), Error> {
         sb.requests(Route::ObservationCreate) - posts
     );
 
-    println!(
+    outln!(
         "\n6. 500 more labs; 5% of POSTs are processed but their answer is lost, 5% of searches get 503"
     );
     let faults = [
@@ -193,20 +193,20 @@ pub async fn run() -> Result<(), Error> {
         }
     }
     let duplicates = per_id.values().filter(|&&n| n > 1).count();
-    println!(
+    outln!(
         "   {} created, {} already present, {} failed in {:.2} s; duplicates on the server: {duplicates}",
         bulk.created,
         bulk.already_present,
         bulk.failed,
         t0.elapsed().as_secs_f64()
     );
-    println!(
+    outln!(
         "   requests: {} POSTs and {} searches for 500 labs (the extra ones re-checked and retried the failures)",
         sb.requests(Route::ObservationCreate) - posts,
         sb.requests(Route::ObservationSearch) - checks
     );
 
-    println!("\n7. Search: Observation?subject:Patient.identifier={crid} (paged)");
+    outln!("\n7. Search: Observation?subject:Patient.identifier={crid} (paged)");
     let all = client.observations(crid).await?;
     let mut by_lab: BTreeMap<String, usize> = BTreeMap::new();
     for obs in &all {
@@ -217,28 +217,28 @@ pub async fn run() -> Result<(), Error> {
         *by_lab.entry(name).or_default() += 1;
     }
     for (name, n) in &by_lab {
-        println!("   {n:>4}  {name}");
+        outln!("   {n:>4}  {name}");
     }
 
     let s = okta.stats();
-    println!("\nSummary");
-    println!(
+    outln!("\nSummary");
+    outln!(
         "   {:<32} {:>6}",
         "token requests (server count)",
         sb.token_requests(&c.client_id)
     );
-    println!("   {:<32} {:>6}", "token() cache hits", s.cache_hits);
-    println!(
+    outln!("   {:<32} {:>6}", "token() cache hits", s.cache_hits);
+    outln!(
         "   {:<32} {:>6}",
         "Patients on the server",
         sb.patients().len()
     );
-    println!(
+    outln!(
         "   {:<32} {:>6}",
         "Observations on the server",
         sb.observations().len()
     );
-    println!("   {:<32} {:>6}", "Observations found by search", all.len());
-    println!("   {:<32} {:>6}", "duplicate Observations", duplicates);
+    outln!("   {:<32} {:>6}", "Observations found by search", all.len());
+    outln!("   {:<32} {:>6}", "duplicate Observations", duplicates);
     Ok(())
 }

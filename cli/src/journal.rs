@@ -134,7 +134,7 @@ pub fn run(command: JournalCommand, from_profile: Option<PathBuf>) -> Result<(),
             let batches = journal.batches()?;
             if json {
                 let all: Vec<_> = batches.iter().map(|b| b.to_json()).collect();
-                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
                 return Ok(());
             }
             let mut out = std::io::stdout().lock();

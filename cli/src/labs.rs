@@ -144,12 +144,15 @@ impl Totals {
 
 /// A human summary of a report: counts, then one line per failure or warning.
 pub fn print_summary(report: &Value) {
-    println!(
+    outln!(
         "  {:>8}  {:>15}  {:>6}  {:>5}",
-        "created", "already present", "failed", "rows"
+        "created",
+        "already present",
+        "failed",
+        "rows"
     );
     let n = |k: &str| report[k].as_u64().unwrap_or(0);
-    println!(
+    outln!(
         "  {:>8}  {:>15}  {:>6}  {:>5}",
         n("created"),
         n("already_present"),
@@ -158,14 +161,14 @@ pub fn print_summary(report: &Value) {
     );
     for item in report["items"].as_array().into_iter().flatten() {
         if item["status"] == ItemStatus::Failed.as_str() {
-            println!(
+            outln!(
                 "  line {}: failed: {}",
                 item["line"],
                 item["error"]["message"].as_str().unwrap_or("")
             );
         }
         for w in item["warnings"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "  line {}: note: {}",
                 item["line"],
                 w.as_str().unwrap_or("")

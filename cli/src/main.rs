@@ -16,6 +16,29 @@ use cibmtr_fhir::{Error, ErrorKind};
 use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `println!` for the command's output. A standard output the reader has closed (`| head`) is
+/// not an error: the rest of the output is dropped and the command finishes, its exit status
+/// still saying how the work went (`println!` would panic). Any other write error ends the
+/// process with status 1 and says why on standard error.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
+/// The body of [`outln!`].
+fn write_out(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 mod demo;
 mod journal;
 mod labs;
@@ -309,7 +332,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             };
             let auth = conn.password_grant()?;
             let client = conn.cibmtr_client(&auth, LabOptions::default())?;
-            println!("{}", client.register_crid(&d).await?);
+            outln!("{}", client.register_crid(&d).await?);
             Ok(0)
         }
         Command::Patient {
@@ -318,7 +341,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             let conn = conn.merged(profile()?);
             let auth = conn.password_grant()?;
             let client = conn.cibmtr_client(&auth, LabOptions::default())?;
-            println!("{}", client.ensure_patient(crid).await?);
+            outln!("{}", client.ensure_patient(crid).await?);
             Ok(0)
         }
         Command::Labs {
@@ -390,7 +413,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 })?;
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else {
                 labs::print_summary(&out);
             }
@@ -405,7 +428,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             let auth = conn.password_grant()?;
             let client = conn.cibmtr_client(&auth, LabOptions::default())?;
             let all = client.observations(crid).await?;
-            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             Ok(0)
         }
         Command::Keys {
@@ -415,7 +438,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             command: KeysCommand::StoreKey,
         } => {
             // Printing the new key is the command's purpose (like `openssl rand`).
-            println!("{}", StoreKey::generate().to_base64().expose());
+            outln!("{}", StoreKey::generate().to_base64().expose());
             Ok(0)
         }
         Command::Journal { command } => {
@@ -442,7 +465,7 @@ fn keys(alg: Alg, dir: &std::path::Path) -> Result<(), Error> {
         serde_json::to_string_pretty(&key.jwks).unwrap_or_default(),
     )
     .map_err(io)?;
-    println!("{}", key.key_id);
+    outln!("{}", key.key_id);
     eprintln!(
         "wrote {} (keep it secret) and {} (register it with the server)",
         pem_path.display(),
@@ -497,7 +520,7 @@ async fn token(a: TokenArgs) -> Result<(), Error> {
             b.build()?.token().await?
         }
     };
-    println!("{}", token.secret());
+    outln!("{}", token.secret());
     Ok(())
 }
 

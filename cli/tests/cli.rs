@@ -43,6 +43,28 @@ fn demo_runs_the_whole_workflow() {
     }
 }
 
+/// `cibmtr-fhir demo | head -c 16`: the reader leaves after the first bytes; the demo still
+/// finishes, without a panic and with its usual status.
+#[test]
+fn a_closed_standard_output_is_not_a_panic() {
+    use std::io::Read;
+    let mut child = bin()
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"cibmtr-fhir demo");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// Plain http to loopback needs no root certificates: on a machine without any (a slim
 /// container without `ca-certificates`; here `SSL_CERT_FILE` and `SSL_CERT_DIR` point at
 /// nothing) the demo runs as it does anywhere. An https URL then fails with a configuration
