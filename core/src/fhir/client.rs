@@ -81,6 +81,9 @@ struct Inner {
     version: FhirVersion,
     default_params: Vec<(String, String)>,
     http: HttpClient,
+    /// `{base}/{type}` of the types created so far (a bulk submission posts thousands of labs to
+    /// one URL: parsed once, not per lab). A handful of types at most.
+    type_urls: std::sync::Mutex<Vec<(String, Url)>>,
 }
 
 impl fmt::Debug for FhirClient {
@@ -161,6 +164,7 @@ impl FhirClientBuilder {
                 version: self.version,
                 default_params: self.default_params,
                 http,
+                type_urls: Default::default(),
             }),
         })
     }
@@ -481,6 +485,26 @@ impl FhirClient {
         Ok(self.with_default_params(url))
     }
 
+    /// `{base}/{type}` with the default parameters, as [`url`](Self::url) makes it, kept for the
+    /// next request to the same type.
+    fn type_url(&self, resource_type: &str) -> Result<Url> {
+        const KEPT: usize = 16;
+        check_segment("resourceType", resource_type)?;
+        let mut kept = self
+            .inner
+            .type_urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, url)) = kept.iter().find(|(t, _)| t == resource_type) {
+            return Ok(url.clone());
+        }
+        let url = self.url(resource_type, NO_PARAMS)?;
+        if kept.len() < KEPT {
+            kept.push((resource_type.to_owned(), url.clone()));
+        }
+        Ok(url)
+    }
+
     fn with_default_params(&self, mut url: Url) -> Url {
         let missing: Vec<&(String, String)> = self
             .inner
@@ -539,8 +563,7 @@ impl FhirClient {
         resource_type: &str,
         body: bytes::Bytes,
     ) -> Result<String> {
-        check_segment("resourceType", resource_type)?;
-        let url = self.url(resource_type, NO_PARAMS)?;
+        let url = self.type_url(resource_type)?;
         let answer = self
             .send_parsed(
                 Method::POST,
@@ -568,7 +591,7 @@ impl FhirClient {
     /// reached the server.
     async fn post<T>(&self, resource: &Value, parse: ParseBody<T>) -> Result<Answer<T>> {
         let rt = resource_type_of(resource)?;
-        let url = self.url(rt, NO_PARAMS)?;
+        let url = self.type_url(rt)?;
         let body = Some((json_bytes(resource)?, FHIR_JSON));
         self.send_parsed(Method::POST, url, body, &[], Idempotency::Once, parse)
             .await
