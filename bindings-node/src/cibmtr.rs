@@ -645,9 +645,12 @@ impl CibmtrClient {
         let client = self.inner.clone();
         settle(&env, async move {
             let crid = self::crid(crid)?;
-            let labs = labs_from_json(&labs)?;
-            // A lab that cannot be read is a failed item of the report, like a bad CSV row.
-            let inputs = labs.into_iter().map(lab_from).collect();
+            let inputs = match cibmtr::labs_from_json_text(&labs) {
+                // The common shape, read without a JSON tree per lab.
+                Some(labs) => labs.into_iter().map(Ok).collect(),
+                // A lab that cannot be read is a failed item of the report, like a bad CSV row.
+                None => labs_from_json(&labs)?.into_iter().map(lab_from).collect(),
+            };
             opts.journal = journal_part(journal, "node", None)?;
             let report = client.submit_lab_inputs(crid, inputs, &opts).await?;
             Ok(SubmissionReport::new(report, None))

@@ -191,6 +191,74 @@ impl LabResult {
     }
 }
 
+/// A JSON array of labs in the common shape, read without building a `Value` per lab (a bulk
+/// submission from JavaScript reads thousands): every element an object with the keys of
+/// [`LabResult`] (snake_case or camelCase), a number `value`, strings where
+/// [`LabResult::from_json`] wants strings, and no `reference_range`. `None` when anything is
+/// outside that shape; the caller then reads each element with [`LabResult::from_json`], which
+/// gives the precise error of each item. Where this gives labs, they are the labs `from_json`
+/// gives (the unit test holds the two to that).
+pub fn labs_from_json_text(text: &str) -> Option<Vec<LabResult>> {
+    use serde::Deserialize as _;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Common {
+        loinc: String,
+        value: f64,
+        unit: String,
+        effective: String,
+        #[serde(default)]
+        comparator: Option<String>,
+        #[serde(default, alias = "referenceLow")]
+        reference_low: Option<f64>,
+        #[serde(default, alias = "referenceHigh")]
+        reference_high: Option<f64>,
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default)]
+        display: Option<String>,
+    }
+    // A derived struct would also read an array positionally: objects only.
+    #[derive(serde::Deserialize)]
+    struct Labs(Vec<Object>);
+    struct Object(Common);
+    impl<'de> serde::Deserialize<'de> for Object {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Object;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a lab object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> std::result::Result<Object, A::Error> {
+                    Common::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                        .map(Object)
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    let Labs(labs) = serde_json::from_str(text).ok()?;
+    Some(
+        labs.into_iter()
+            .map(|Object(c)| LabResult {
+                loinc: c.loinc,
+                value: c.value,
+                unit: c.unit,
+                effective: c.effective,
+                comparator: c.comparator,
+                reference_low: c.reference_low,
+                reference_high: c.reference_high,
+                status: c.status,
+                display: c.display,
+            })
+            .collect(),
+    )
+}
+
 const DEMOGRAPHICS_FIELDS: &[&str] = &[
     "first_name",
     "last_name",
@@ -266,6 +334,57 @@ pub fn lab_catalog_json() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever `labs_from_json_text` reads is what `from_json` reads; what it cannot read in
+    /// the common shape it leaves to `from_json` (`None`), which gives each item's error.
+    #[test]
+    fn the_fast_reading_of_a_lab_array_is_from_json() {
+        let common = [
+            json!({"loinc": "718-7", "value": 12.5, "unit": "g/dL", "effective": "2024-05-01T13:30:00Z"}),
+            json!({"loinc": " 718-7 ", "value": -0.0, "unit": "g/dL", "effective": "x", "comparator": "<",
+                   "referenceLow": 12, "reference_high": 16.5, "status": "amended", "display": "Hgb"}),
+            json!({"loinc": "718-7", "value": 1e21, "unit": "g/dL", "effective": "e", "comparator": null,
+                   "reference_low": null, "referenceHigh": null, "status": null, "display": null}),
+            json!({"effective": "e", "unit": "u", "value": 0.1, "loinc": "l", "reference_low": 1}),
+        ];
+        let other = [
+            json!({"loinc": "26515-7", "value": "<5", "unit": "10*9/L", "effective": "e"}),
+            json!({"loinc": "718-7", "value": 1, "unit": "g/dL", "effective": "e", "referenceLow": "12"}),
+            json!({"loinc": "718-7", "value": 1, "unit": "g/dL", "effective": "e", "referenceRange": [1, 2]}),
+            json!({"loinc": "718-7", "value": 1, "unit": "g/dL", "effective": "e", "reference_range": [1, null]}),
+            json!({"loinc": "718-7", "value": 1, "unit": "g/dL", "effective": "e", "efective": "typo"}),
+            json!({"loinc": "718-7", "value": 1, "unit": "g/dL", "effective": "e", "referenceLow": 1, "reference_low": 2}),
+            json!({"loinc": null, "value": 1, "unit": "g/dL", "effective": "e"}),
+            json!({"loinc": "718-7", "value": null, "unit": "g/dL", "effective": "e"}),
+            json!({"loinc": "718-7", "unit": "g/dL", "effective": "e"}),
+            json!({"loinc": 718, "value": 1, "unit": "g/dL", "effective": "e"}),
+            json!({"loinc": "718-7", "value": 1, "unit": "g/dL", "effective": "e", "status": 3}),
+            json!({"loinc": "718-7", "value": true, "unit": "g/dL", "effective": "e"}),
+            json!(["718-7", 1, "g/dL", "e"]),
+            json!("718-7"),
+            json!(null),
+        ];
+        for lab in &common {
+            let fast = labs_from_json_text(&json!([lab, lab]).to_string())
+                .unwrap_or_else(|| panic!("read in the common shape: {lab}"));
+            let slow = LabResult::from_json(lab).unwrap();
+            assert_eq!(fast, [slow.clone(), slow], "{lab}");
+        }
+        for lab in &other {
+            assert_eq!(
+                labs_from_json_text(&json!([lab]).to_string()),
+                None,
+                "{lab}"
+            );
+            // One such item among common ones: the whole array goes to from_json.
+            let mixed = json!([common[0], lab]).to_string();
+            assert_eq!(labs_from_json_text(&mixed), None, "{lab}");
+        }
+        assert_eq!(labs_from_json_text("[]"), Some(vec![]));
+        for text in ["", "{}", "[", "null", "[1]"] {
+            assert_eq!(labs_from_json_text(text), None, "{text}");
+        }
+    }
 
     #[test]
     fn labs_from_snake_and_camel_case() {

@@ -25,7 +25,7 @@ pub use systems::{
 mod client;
 pub(crate) use client::transaction_results;
 
-pub use json::lab_catalog_json;
+pub use json::{lab_catalog_json, labs_from_json_text};
 
 pub use client::{
     CibmtrClient, CibmtrClientBuilder, Environment, ItemResult, ItemStatus, LabSubmission,
