@@ -19,10 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cibmtr_fhir::auth::{
-    AuthorizationCode, BackendServices, KeyAlgorithm, PasswordGrant, TokenStore, generate_key,
+    AuthorizationCode, BackendServices, ClientCredentials, KeyAlgorithm, PasswordGrant, TokenStore,
+    generate_key,
 };
 use cibmtr_fhir::cibmtr::{CibmtrClient, Demographics};
 use cibmtr_fhir::fhir::FhirClient;
+use cibmtr_fhir::http::{HttpClient, HttpConfig};
 use cibmtr_fhir::{Error, ErrorKind};
 use cibmtr_fhir_sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
@@ -159,6 +161,36 @@ fn token_answer() -> Answer {
 // ---------------------------------------------------------------------------------------------
 // Redirects and discovery
 // ---------------------------------------------------------------------------------------------
+
+/// A configured proxy carries plain http to an allowed host: the client for plain http, which
+/// loads no root certificates, honours it as the one for https does. The proxy sees the
+/// absolute URL, and the host itself (which does not exist) is never looked up.
+#[tokio::test]
+async fn a_configured_proxy_carries_plain_http_requests() {
+    let proxy = Recorder::start(|_| token_answer()).await;
+    let http = HttpClient::new(HttpConfig {
+        proxy: Some(proxy.base.clone()),
+        allow_http_hosts: vec!["auth.hospital.invalid".into()],
+        token_retries: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let auth = ClientCredentials::builder(
+        "http://auth.hospital.invalid/oauth2/token",
+        "id",
+        "not-a-real-secret",
+    )
+    .http(http)
+    .build()
+    .unwrap();
+    assert_eq!(auth.token().await.unwrap().secret(), "tok-0123456789abcdef");
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].target.as_str()),
+        ("POST", "http://auth.hospital.invalid/oauth2/token")
+    );
+}
 
 /// A FHIR server that redirects every request — to another host, and to another path on itself
 /// — gets the bearer token once per request and the other host never sees a request; the
