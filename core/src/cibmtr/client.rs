@@ -14,9 +14,9 @@ use tokio::sync::OnceCell;
 use super::demographics::{Demographics, parse_crid_response};
 use super::labs::{LabOptions, LabResult};
 use super::resources::{
-    observation_json, observation_search_by_crid, observation_search_by_submission_id,
-    observation_submission_id, observation_with_submission_id, patient_matches, patient_resource,
-    patient_search_params, submission_id,
+    LabObservation, observation_search_by_crid, observation_search_by_submission_id,
+    observation_submission_id, patient_matches, patient_resource, patient_search_params,
+    submission_id,
 };
 use super::systems::{Ccn, SUBMISSION_ID_SYSTEM, UriFamily};
 use crate::auth::TokenProvider;
@@ -519,7 +519,7 @@ impl CibmtrClient {
         let checked = lab.check(&self.inner.lab_options)?;
         let patient_id = self.ensure_patient(crid).await?;
         let sid = submission_id(&checked.lab, crid, &self.inner.ccn);
-        let body = self.observation_json(&checked.lab, &sid, &patient_id);
+        let body = self.observation(&checked.lab, &sid, &patient_id).to_body();
         let (status, id) = self.submit_checked(&body, &sid, true).await?;
         Ok(LabSubmission {
             status,
@@ -884,21 +884,14 @@ impl CibmtrClient {
     }
 
     /// The lab's Observation for the recipient's Patient, in this client's URI family and FHIR
-    /// version.
-    fn observation(&self, lab: &LabResult, submission_id: &str, patient_id: &str) -> Value {
-        observation_with_submission_id(
-            lab,
-            submission_id,
-            patient_id,
-            &self.inner.ccn,
-            self.inner.family,
-            self.inner.version,
-        )
-    }
-
-    /// [`observation`](Self::observation) as the JSON text of its request body.
-    fn observation_json(&self, lab: &LabResult, submission_id: &str, patient_id: &str) -> Bytes {
-        observation_json(
+    /// version (as a `Value` or as a request body).
+    fn observation<'a>(
+        &self,
+        lab: &'a LabResult,
+        submission_id: &'a str,
+        patient_id: &'a str,
+    ) -> LabObservation<'a> {
+        LabObservation::new(
             lab,
             submission_id,
             patient_id,
@@ -964,7 +957,7 @@ impl CibmtrClient {
             let mut outcomes = futures_util::stream::iter(to_send.enumerate())
                 .map(|(position, (index, lab, sid))| {
                     // Built when its turn comes: at most `concurrency` exist at once.
-                    let body = self.observation_json(&lab, &sid, patient_id);
+                    let body = self.observation(&lab, &sid, patient_id).to_body();
                     async move {
                         let r = match marks {
                             Some(m) => match m.ready(position).await {
@@ -1021,7 +1014,7 @@ impl CibmtrClient {
         let chunk: Vec<(usize, String, Value)> = chunk
             .into_iter()
             .map(|(index, lab, sid)| {
-                let obs = self.observation(&lab, &sid, patient_id);
+                let obs = self.observation(&lab, &sid, patient_id).to_value();
                 (index, sid, obs)
             })
             .collect();

@@ -183,45 +183,15 @@ pub fn observation_resource(
     version: FhirVersion,
 ) -> Value {
     let sid = submission_id(lab, crid, ccn);
-    observation_with_submission_id(lab, &sid, patient_id, ccn, family, version)
+    LabObservation::new(lab, &sid, patient_id, ccn, family, version).to_value()
 }
 
-/// [`observation_resource`] for a lab whose [`submission_id`] is already known.
-pub(crate) fn observation_with_submission_id(
-    lab: &LabResult,
-    submission_id: &str,
-    patient_id: &str,
-    ccn: &Ccn,
-    family: UriFamily,
-    version: FhirVersion,
-) -> Value {
-    let obs = LabObservation::new(lab, submission_id, patient_id, ccn, family, version);
-    // Plain strings and numbers (a non-finite one is `null`, as `json!` makes it): cannot fail.
-    serde_json::to_value(&obs).unwrap_or_default()
-}
-
-/// [`observation_with_submission_id`] as the JSON text of a request body, written straight from
-/// the lab: no tree of maps per lab on the bulk submission's path.
-pub(crate) fn observation_json(
-    lab: &LabResult,
-    submission_id: &str,
-    patient_id: &str,
-    ccn: &Ccn,
-    family: UriFamily,
-    version: FhirVersion,
-) -> bytes::Bytes {
-    let obs = LabObservation::new(lab, submission_id, patient_id, ccn, family, version);
-    let mut out = Vec::with_capacity(1024);
-    // Writing plain strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &obs);
-    out.into()
-}
-
-/// The one description of a lab Observation's shape, from which both the `Value`
-/// ([`observation_with_submission_id`]) and the request body ([`observation_json`]) are
-/// serialised.
+/// [`observation_resource`] for a lab whose [`submission_id`] is already known: the one
+/// description of a lab Observation's shape, serialised either as a `Value` (Bundles,
+/// [`observation_resource`]) or straight into the text of a request body (the bulk submission's
+/// path: no tree of maps per lab).
 #[derive(serde::Serialize)]
-struct LabObservation<'a> {
+pub(crate) struct LabObservation<'a> {
     #[serde(rename = "resourceType")]
     resource_type: &'static str,
     meta: Meta,
@@ -322,7 +292,7 @@ struct Range<'a> {
 }
 
 impl<'a> LabObservation<'a> {
-    fn new(
+    pub(crate) fn new(
         lab: &'a LabResult,
         submission_id: &'a str,
         patient_id: &'a str,
@@ -387,6 +357,21 @@ impl<'a> LabObservation<'a> {
             value_quantity,
             reference_range,
         }
+    }
+
+    /// The resource as a `Value`.
+    pub(crate) fn to_value(&self) -> Value {
+        // Plain strings and numbers (a non-finite one is `null`, as `json!` makes it): cannot
+        // fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The resource as the JSON text of a request body.
+    pub(crate) fn to_body(&self) -> bytes::Bytes {
+        let mut out = Vec::with_capacity(1024);
+        // Writing plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, self);
+        out.into()
     }
 }
 
@@ -574,12 +559,11 @@ mod tests {
                                 let by_hand = observation_as_built_by_hand(
                                     &lab, &sid, "p/1\"x", &ccn, family, version,
                                 );
-                                let typed = observation_with_submission_id(
+                                let typed = LabObservation::new(
                                     &lab, &sid, "p/1\"x", &ccn, family, version,
                                 );
-                                assert_eq!(typed, by_hand, "{lab:?}");
-                                let body =
-                                    observation_json(&lab, &sid, "p/1\"x", &ccn, family, version);
+                                assert_eq!(typed.to_value(), by_hand, "{lab:?}");
+                                let body = typed.to_body();
                                 let parsed: Value = serde_json::from_slice(&body).unwrap();
                                 assert_eq!(parsed, by_hand, "{}", String::from_utf8_lossy(&body));
                                 checked += 1;
