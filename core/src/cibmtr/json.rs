@@ -219,8 +219,6 @@ pub fn labs_from_json_text(text: &str) -> Option<Vec<LabResult>> {
         display: Option<String>,
     }
     // A derived struct would also read an array positionally: objects only.
-    #[derive(serde::Deserialize)]
-    struct Labs(Vec<Object>);
     struct Object(Common);
     impl<'de> serde::Deserialize<'de> for Object {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -241,7 +239,7 @@ pub fn labs_from_json_text(text: &str) -> Option<Vec<LabResult>> {
             d.deserialize_map(Visit)
         }
     }
-    let Labs(labs) = serde_json::from_str(text).ok()?;
+    let labs: Vec<Object> = serde_json::from_str(text).ok()?;
     Some(
         labs.into_iter()
             .map(|Object(c)| LabResult {

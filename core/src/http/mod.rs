@@ -101,11 +101,9 @@ struct Pool {
     plain: Option<reqwest::Client>,
 }
 
-fn build(
-    config: &HttpConfig,
-    extra_cas: &[reqwest::Certificate],
-    roots: bool,
-) -> Result<reqwest::Client> {
+/// The client for `config`. With `roots` (the extra CAs), it trusts the platform's root
+/// certificates and those; without, it trusts nothing and loads nothing.
+fn build(config: &HttpConfig, roots: Option<&[reqwest::Certificate]>) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.connect_timeout)
@@ -114,7 +112,7 @@ fn build(
     if let Some(p) = &config.proxy {
         b = b.proxy(reqwest::Proxy::all(p).map_err(|_| Error::config("proxy is not a valid URL"))?);
     }
-    if roots {
+    if let Some(extra_cas) = roots {
         for cert in extra_cas {
             b = b.add_root_certificate(cert.clone());
         }
@@ -161,7 +159,7 @@ impl HttpClient {
         }
         // Settings errors (a bad proxy URL) show now, not at the first request; this client
         // loads no roots, so it costs microseconds, and serves the first plain http request.
-        let plain = build(&config, &[], false)?;
+        let plain = build(&config, None)?;
         let tls_proxy = tls_proxy(&config);
         Ok(HttpClient {
             pool: std::sync::Arc::new(std::sync::Mutex::new(Pool {
@@ -200,11 +198,7 @@ impl HttpClient {
         if let Some(c) = slot {
             return Ok(c.clone());
         }
-        let client = if plain {
-            build(&self.config, &[], false)?
-        } else {
-            build(&self.config, &self.extra_cas, true)?
-        };
+        let client = build(&self.config, (!plain).then_some(&*self.extra_cas))?;
         *slot = Some(client.clone());
         Ok(client)
     }
