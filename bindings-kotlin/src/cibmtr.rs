@@ -177,7 +177,7 @@ fn report(r: core::SubmissionReport) -> SubmissionReport {
         already_present: count(r.already_present),
         failed: count(r.failed),
         elapsed: r.elapsed,
-        json: r.to_json().to_string(),
+        json: serde_json::to_string(&r).unwrap_or_default(),
         items: r
             .items
             .into_iter()

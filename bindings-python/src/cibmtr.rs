@@ -262,11 +262,13 @@ impl SubmissionReport {
             .items
             .iter()
             .map(|item| {
-                let mut v = item.to_json();
-                if let Some(line) = self.lines.as_ref().and_then(|l| l.get(item.index)) {
-                    v["line"] = json!(line);
-                }
-                v
+                let line = self.lines.as_ref().and_then(|l| l.get(item.index)).copied();
+                let placed = core::ItemJson {
+                    item,
+                    crid: None,
+                    line,
+                };
+                serde_json::to_value(placed).unwrap_or_default()
             })
             .collect()
     }

@@ -12,10 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate};
 use cibmtr_fhir::auth::PasswordGrant;
 use cibmtr_fhir::cibmtr::{
-    Ccn, CibmtrClient, Demographics, ETHNICITY_CODES, LOINC, LabOptions, LabResult, RACE_CODES,
-    SUBMISSION_ID_SYSTEM, SubmitOptions, UCUM, UriFamily, convert, is_crid_system,
-    is_transplant_center_system, known_units, lab_catalog, observation_resource, patient_resource,
-    read_labs_csv, submission_id, unit,
+    Ccn, CibmtrClient, Demographics, ETHNICITY_CODES, ItemJson, ItemResult, ItemStatus, LOINC,
+    LabOptions, LabResult, RACE_CODES, SUBMISSION_ID_SYSTEM, SubmissionReport, SubmitOptions, UCUM,
+    UriFamily, convert, error_json, is_crid_system, is_transplant_center_system, known_units,
+    lab_catalog, observation_resource, patient_resource, read_labs_csv, submission_id, unit,
 };
 use cibmtr_fhir::fhir::FhirVersion;
 use cibmtr_fhir::http::{HttpClient, HttpConfig};
@@ -941,6 +941,155 @@ proptest! {
                 Err(want) => prop_assert_eq!(field(err)?, field(&want)?),
                 Ok(_) => prop_assert_eq!(err.kind(), ErrorKind::Network),
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report JSON
+// ---------------------------------------------------------------------------------------------
+
+/// The report's JSON as the SDK built it by hand before it streamed it: the oracle of what
+/// `to_json`, `serde_json::to_string` and `ItemJson` must keep producing.
+mod report_oracle {
+    use cibmtr_fhir::Error;
+    use cibmtr_fhir::cibmtr::{ItemResult, SubmissionReport};
+    use serde_json::{Value, json};
+
+    pub fn error(e: &Error) -> Value {
+        let mut v = json!({"kind": e.kind().code(), "message": e.to_string()});
+        match e {
+            Error::Validation { field, rule } => {
+                v["field"] = json!(field);
+                v["rule"] = json!(rule);
+            }
+            Error::Http { status, .. } => v["status"] = json!(status),
+            Error::Auth { error, .. } => v["error"] = json!(error),
+            Error::RateLimited {
+                retry_after: Some(w),
+            } => v["retry_after"] = json!(w.as_secs_f64()),
+            _ => {}
+        }
+        v
+    }
+
+    pub fn item(i: &ItemResult) -> Value {
+        let mut v = json!({
+            "index": i.index,
+            "status": i.status.as_str(),
+            "id": i.id,
+            "submission_id": i.submission_id,
+            "warnings": i.warnings,
+        });
+        if let Some(e) = &i.error {
+            v["error"] = error(e);
+        }
+        v
+    }
+
+    pub fn report(r: &SubmissionReport) -> Value {
+        json!({
+            "batch_id": r.batch_id,
+            "total": r.total(),
+            "created": r.created,
+            "already_present": r.already_present,
+            "failed": r.failed,
+            "elapsed_ms": r.elapsed.as_millis() as u64,
+            "items": r.items.iter().map(item).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn report_error() -> impl Strategy<Value = Error> {
+    prop_oneof![
+        (text(), text()).prop_map(|(field, rule)| Error::Validation { field, rule }),
+        (
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(any::<u16>())
+        )
+            .prop_map(|(error, description, status)| Error::Auth {
+                error,
+                description,
+                status
+            }),
+        proptest::option::of(0u64..10_000_000).prop_map(|ms| Error::RateLimited {
+            retry_after: ms.map(Duration::from_millis)
+        }),
+        (any::<u16>(), text()).prop_map(|(status, message)| Error::Http {
+            status,
+            message,
+            outcome: None
+        }),
+        text().prop_map(|message| Error::Network { message }),
+        text().prop_map(|message| Error::Config { message }),
+    ]
+}
+
+fn report_item() -> impl Strategy<Value = ItemResult> {
+    (
+        0usize..100_000,
+        prop_oneof![
+            Just(ItemStatus::Created),
+            Just(ItemStatus::AlreadyPresent),
+            Just(ItemStatus::Failed)
+        ],
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        proptest::option::of(report_error()),
+        proptest::collection::vec(text(), 0..3),
+    )
+        .prop_map(
+            |(index, status, id, submission_id, error, warnings)| ItemResult {
+                index,
+                status,
+                id,
+                submission_id,
+                error,
+                warnings,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// The report's JSON, as a `Value` and streamed (compact and pretty), is the hand-built one,
+    /// key for key and byte for byte; so is an item with its CRID and CSV line (the CLI's rows).
+    #[test]
+    fn the_streamed_report_is_the_hand_built_one(
+        items in proptest::collection::vec(report_item(), 0..6),
+        counts in (0usize..1000, 0usize..1000, 0usize..1000),
+        elapsed_us in 0u64..10_000_000_000,
+        batch_id in proptest::option::of(text()),
+        crid in any::<i64>(),
+        line in 0usize..1_000_000,
+    ) {
+        let report = SubmissionReport {
+            items,
+            created: counts.0,
+            already_present: counts.1,
+            failed: counts.2,
+            elapsed: Duration::from_micros(elapsed_us),
+            batch_id,
+        };
+        let oracle = report_oracle::report(&report);
+        prop_assert_eq!(&report.to_json(), &oracle);
+        prop_assert_eq!(serde_json::to_string(&report).unwrap(), oracle.to_string());
+        prop_assert_eq!(
+            serde_json::to_string_pretty(&report).unwrap(),
+            serde_json::to_string_pretty(&oracle).unwrap()
+        );
+        for item in &report.items {
+            prop_assert_eq!(item.to_json(), report_oracle::item(item));
+            if let Some(e) = &item.error {
+                prop_assert_eq!(error_json(e), report_oracle::error(e));
+            }
+            let mut placed = report_oracle::item(item);
+            placed["crid"] = json!(crid.to_string());
+            placed["line"] = json!(line);
+            let streamed = ItemJson { item, crid: Some(crid), line: Some(line) };
+            prop_assert_eq!(serde_json::to_string(&streamed).unwrap(), placed.to_string());
         }
     }
 }

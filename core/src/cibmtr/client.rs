@@ -109,36 +109,106 @@ pub struct ItemResult {
 impl ItemResult {
     /// This item as JSON (see [`SubmissionReport::to_json`]).
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "index": self.index,
-            "status": self.status.as_str(),
-            "id": self.id,
-            "submission_id": self.submission_id,
-            "warnings": self.warnings,
-        });
-        if let Some(e) = &self.error {
-            v["error"] = error_json(e);
+        to_value(self)
+    }
+}
+
+/// An item as JSON, with where it came from: the recipient's CRID (as a string) and the line of
+/// the CSV file it was read from, when known. Its `Serialize` writes the keys in the order
+/// of a [`Value`] map (sorted), so streaming it and printing its [`to_json`](ItemResult::to_json)
+/// give the same text.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemJson<'a> {
+    pub item: &'a ItemResult,
+    pub crid: Option<i64>,
+    pub line: Option<usize>,
+}
+
+impl serde::Serialize for ItemJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let i = self.item;
+        let mut m = s.serialize_map(None)?;
+        if let Some(crid) = self.crid {
+            m.serialize_entry("crid", &Text(&crid))?;
         }
-        v
+        if let Some(e) = &i.error {
+            m.serialize_entry("error", &ErrorJson(e))?;
+        }
+        m.serialize_entry("id", &i.id)?;
+        m.serialize_entry("index", &i.index)?;
+        if let Some(line) = self.line {
+            m.serialize_entry("line", &line)?;
+        }
+        m.serialize_entry("status", i.status.as_str())?;
+        m.serialize_entry("submission_id", &i.submission_id)?;
+        m.serialize_entry("warnings", &i.warnings)?;
+        m.end()
+    }
+}
+
+impl serde::Serialize for ItemResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        ItemJson {
+            item: self,
+            crid: None,
+            line: None,
+        }
+        .serialize(s)
     }
 }
 
 /// An error as JSON: `kind` (the stable code), `message`, and the fields a caller branches on.
 pub fn error_json(e: &Error) -> Value {
-    let mut v = json!({"kind": e.kind().code(), "message": e.to_string()});
-    match e {
-        Error::Validation { field, rule } => {
-            v["field"] = json!(field);
-            v["rule"] = json!(rule);
+    to_value(ErrorJson(e))
+}
+
+/// [`error_json`] as `Serialize`: the keys in sorted order, as a [`Value`] map has them.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorJson<'a>(pub &'a Error);
+
+impl serde::Serialize for ErrorJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut m = s.serialize_map(None)?;
+        if let Error::Auth { error, .. } = e {
+            m.serialize_entry("error", error)?;
         }
-        Error::Http { status, .. } => v["status"] = json!(status),
-        Error::Auth { error, .. } => v["error"] = json!(error),
-        Error::RateLimited {
+        if let Error::Validation { field, .. } = e {
+            m.serialize_entry("field", field)?;
+        }
+        m.serialize_entry("kind", e.kind().code())?;
+        m.serialize_entry("message", &Text(e))?;
+        if let Error::RateLimited {
             retry_after: Some(w),
-        } => v["retry_after"] = json!(w.as_secs_f64()),
-        _ => {}
+        } = e
+        {
+            m.serialize_entry("retry_after", &w.as_secs_f64())?;
+        }
+        if let Error::Validation { rule, .. } = e {
+            m.serialize_entry("rule", rule)?;
+        }
+        if let Error::Http { status, .. } = e {
+            m.serialize_entry("status", status)?;
+        }
+        m.end()
     }
-    v
+}
+
+/// A `Display` value as a JSON string, written without an intermediate `String`.
+struct Text<'a, T: std::fmt::Display>(&'a T);
+
+impl<T: std::fmt::Display> serde::Serialize for Text<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+/// `value` as a [`Value`]: the reports' `Serialize` impls write string keys only, so this cannot
+/// fail.
+fn to_value(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// Every input item of a bulk submission, accounted for.
@@ -163,16 +233,10 @@ impl SubmissionReport {
     /// The report as JSON: counts, and one object per item with `index`, `status`, `id`,
     /// `submission_id`, `warnings` and, for failures, `error` (`kind`, `message` and the `field`
     /// of a validation error). The shape every binding and the CLI share.
+    /// Streaming it (`serde_json::to_writer`, `to_string`) gives the same text without the
+    /// [`Value`] tree.
     pub fn to_json(&self) -> Value {
-        json!({
-            "batch_id": self.batch_id,
-            "total": self.total(),
-            "created": self.created,
-            "already_present": self.already_present,
-            "failed": self.failed,
-            "elapsed_ms": self.elapsed.as_millis() as u64,
-            "items": self.items.iter().map(ItemResult::to_json).collect::<Vec<_>>(),
-        })
+        to_value(self)
     }
     fn count(&mut self) {
         self.created = self.tally(ItemStatus::Created);
@@ -181,6 +245,21 @@ impl SubmissionReport {
     }
     fn tally(&self, s: ItemStatus) -> usize {
         self.items.iter().filter(|i| i.status == s).count()
+    }
+}
+
+impl serde::Serialize for SubmissionReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(7))?;
+        m.serialize_entry("already_present", &self.already_present)?;
+        m.serialize_entry("batch_id", &self.batch_id)?;
+        m.serialize_entry("created", &self.created)?;
+        m.serialize_entry("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
+        m.serialize_entry("failed", &self.failed)?;
+        m.serialize_entry("items", &self.items)?;
+        m.serialize_entry("total", &self.total())?;
+        m.end()
     }
 }
 
