@@ -142,9 +142,9 @@ pub async fn run() -> Result<(), Error> {
     .await?;
     outln!(
         "   created {}, already present {}, failed {} -> {} new POST(s)",
-        rerun["created"],
-        rerun["already_present"],
-        rerun["failed"],
+        rerun.created,
+        rerun.already_present,
+        rerun.failed,
         sb.requests(Route::ObservationCreate) - posts
     );
 

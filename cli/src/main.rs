@@ -39,6 +39,31 @@ fn write_out(line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `value` as pretty JSON and a newline on standard output, streamed (no text of the whole
+/// value in memory); like [`outln!`], a closed pipe ends the output quietly.
+fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `value` as pretty JSON into a new file at `path`, streamed.
+fn write_json_file(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::create(path)?);
+    serde_json::to_writer_pretty(&mut out, value)?;
+    out.flush()
+}
+
 mod demo;
 mod journal;
 mod labs;
@@ -403,8 +428,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 labs::submit_rows(&client, rows, crid, &mut options, progress, batch.as_ref())
                     .await?;
             if let Some(path) = report {
-                let text = serde_json::to_string_pretty(&out).unwrap_or_default();
-                std::fs::write(&path, text).map_err(|e| Error::Config {
+                write_json_file(&path, &out).map_err(|e| Error::Config {
                     message: format!(
                         "cannot write the report to {}: {}",
                         path.display(),
@@ -413,15 +437,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 })?;
             }
             if json {
-                outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                print_json(&out);
             } else {
                 labs::print_summary(&out);
             }
-            Ok(if out["failed"].as_u64().unwrap_or(0) > 0 {
-                PARTIAL
-            } else {
-                0
-            })
+            Ok(if out.failed > 0 { PARTIAL } else { 0 })
         }
         Command::Observations { crid, conn } => {
             let conn = conn.merged(profile()?);

@@ -371,6 +371,122 @@ async fn crid_patient_and_labs_submit_twice_submits_nothing_twice() {
     assert!(sb.secrets_seen().iter().any(|s| s == token) && out.contains(token));
 }
 
+/// `labs submit` without `--crid`: each row goes to its own `crid` column, and a row without one
+/// is reported, not sent. The JSON report (streamed to standard output and to `--report`) has
+/// every row by line, with the text of a sorted `Value` map pretty-printed (what the CLI printed
+/// before it streamed the report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_several_recipients_is_reported_row_by_row() {
+    let sb = unthrottled_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("token.json");
+    let mut crids = Vec::new();
+    for (first, last) in [("Ada", "Quill"), ("Bo", "Reyes")] {
+        let mut cmd = bin();
+        cibmtr_env(&mut cmd, &sb, &store);
+        cmd.args([
+            "crid",
+            "register",
+            "--first-name",
+            first,
+            "--last-name",
+            last,
+        ])
+        .args(["--birth-date", "1970-01-31", "--gender", "female"]);
+        let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{err}");
+        crids.push(out.trim().to_owned());
+    }
+    let (a, b) = (&crids[0], &crids[1]);
+    let csv = dir.path().join("labs.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "crid,loinc,value,unit,effective\n\
+             {a},718-7,13.1,g/dL,2024-03-01T07:45:00-06:00\n\
+             ,718-7,13.2,g/dL,2024-03-01T07:45:00-06:00\n\
+             {b},718-7,13.3,g/dL,2024-03-01T07:45:00-06:00\n\
+             {a},718-7,13.4,g/dL,2024-03-01T07:45:00\n"
+        ),
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    cmd.args(["labs", "submit", "--json", "--csv"])
+        .arg(&csv)
+        .arg("--report")
+        .arg(&report);
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "two rows failed: partial success\n{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out, serde_json::to_string_pretty(&r).unwrap() + "\n");
+    assert_eq!(std::fs::read_to_string(&report).unwrap() + "\n", out);
+    let counts = (
+        &r["file_rows"],
+        &r["created"],
+        &r["already_present"],
+        &r["failed"],
+    );
+    assert_eq!(
+        counts,
+        (&4.into(), &2.into(), &0.into(), &2.into()),
+        "{out}"
+    );
+    assert_eq!(r["batch_id"], serde_json::Value::Null);
+    let items = r["items"].as_array().unwrap();
+    let lines: Vec<_> = items.iter().map(|i| i["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 3, 4, 5]);
+    assert_eq!(
+        items[1],
+        serde_json::json!({"line": 3, "status": "failed", "error": {"kind": "VALIDATION",
+            "field": "crid", "message": "invalid crid: no --crid given and the row has no crid"}})
+    );
+    for (item, crid) in [(&items[0], a), (&items[2], b)] {
+        assert_eq!(item["crid"], crid.as_str());
+        assert_eq!(item["status"], "created");
+        let id = item["id"].as_str().unwrap();
+        let stored = sb.observations();
+        let obs = stored.iter().find(|o| o["id"] == id).unwrap();
+        // Sent for the row's own recipient: the Patient it refers to carries the row's CRID.
+        let subject = obs["subject"]["reference"].as_str().unwrap();
+        let patients = sb.patients();
+        let patient = patients
+            .iter()
+            .find(|p| format!("Patient/{}", p["id"].as_str().unwrap()) == subject)
+            .unwrap();
+        assert!(patient.to_string().contains(crid.as_str()), "{patient}");
+    }
+    assert_eq!(
+        (&items[3]["crid"], &items[3]["status"]),
+        (&a.as_str().into(), &"failed".into())
+    );
+    assert_eq!(items[3]["error"]["field"], "effective");
+    assert_eq!(sb.observations().len(), 2);
+
+    // The same file again, as a summary: nothing sent, the failures by line.
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    cmd.args(["labs", "submit", "--no-progress", "--csv"])
+        .arg(&csv);
+    let (out, err, code) = tokio::task::spawn_blocking(move || run_ok(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("line 3: failed: invalid crid: no --crid given and the row has no crid"),
+        "{out}"
+    );
+    assert!(out.contains("line 5: failed: invalid effective"), "{out}");
+    let counts: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(counts, ["0", "2", "2", "4"], "{out}");
+    assert_eq!(sb.observations().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_come_from_a_named_profile_and_secret_files() {
     let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
