@@ -42,6 +42,14 @@ def wall(r):
         return f'{r["wall"]:,.0f} ({r["wall_min"]:,.0f}–{r["wall_max"]:,.0f})'
     return f'{r["wall"]:.2f}'
 
+def op_wall(r):
+    """An operation's wall time; a median of several runs shows the fastest and slowest."""
+    if r is None:
+        return "-"
+    if "wall_min" in r:
+        return f'{r["wall"]:.3f} ({r["wall_min"]:.3f}–{r["wall_max"]:.3f})'
+    return f'{r["wall"]:.2f}'
+
 def ratio(a, b):
     return f'{a["wall"] / b["wall"]:.2f}' if a and b and b["wall"] else "-"
 
@@ -66,9 +74,9 @@ for (side, op), k in by.items():
     base = op.replace("_blocking", "")
     r = by.get(("rust", base))
     b = by.get(("rust", base + "_binding_blocking")) if op.endswith("_blocking") else None
-    rw = f'{r["wall"]:.2f}' if r else "-"
+    rw = op_wall(r)
     rc = f'{r["cpu"]:.2f}' if r else "-"
     bw = f'{b["wall"]:.2f}' if b else "-"
     unit = k["unit"] + ("/op" if k["unit"] != "s" else f' ({k["ops"]} labs)')
-    print(f'| {op} | {unit} | {k["wall"]:.2f} | {k["cpu"]:.2f} | {rw} | {rc} | {bw} | {ratio(k, r)} |')
+    print(f'| {op} | {unit} | {op_wall(k)} | {k["cpu"]:.2f} | {rw} | {rc} | {bw} | {ratio(k, r)} |')
 PY
