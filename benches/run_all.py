@@ -321,6 +321,14 @@ class Bulk:
         # The role registers its own recipient; the POST count still has to be n.
         return self.timed(n, go)
 
+    def reqwest(self, n: int, c: int) -> float:
+        """(d) a plain reqwest loop, no SDK: the `reqwest` role of core/benches/submit_labs.rs."""
+        def go(server: "pybench.Server", crid: int) -> float:
+            env = {**os.environ, "CIBMTR_BENCH_ROLE": "reqwest", "CIBMTR_BENCH_SERVER": json.dumps(server_info(server)),
+                   "CIBMTR_BENCH_N": str(n), "CIBMTR_BENCH_CONCURRENCY": str(c)}
+            return float(last_json(sh([str(self.submit_bin)], env=env).stdout)["seconds"])
+        return self.timed(n, go)
+
     def cli(self, n: int, c: int) -> float:
         csv_path = self.tmp / f"labs-{n}.csv"
         if not csv_path.exists():
@@ -446,6 +454,7 @@ LABELS = {
     "requests": "(a) `requests`, one at a time, Session + cached token",
     "fhirpy": "(b) fhirpy AsyncFHIRClient, same concurrency",
     "wrk": "(c) wrk: the same POST, raw HTTP",
+    "reqwest": "(d) plain `reqwest` loop, no SDK: the same POSTs, same concurrency (the HTTP stack's own limit)",
 }
 
 
@@ -454,7 +463,7 @@ def bulk(sizes: List[int], concs: List[int], runs: int, b: Bulk) -> Dict[str, An
     for n in sizes:
         for c in concs:
             key = f"{n}@c{c}"
-            samples: Dict[str, List[float]] = {k: [] for k in CLIENTS + ["fhirpy", "wrk"] + (["requests"] if c == 1 else [])}
+            samples: Dict[str, List[float]] = {k: [] for k in CLIENTS + ["fhirpy", "wrk", "reqwest"] + (["requests"] if c == 1 else [])}
             for r in range(runs):
                 for k in samples:
                     if k == "wrk":
@@ -733,7 +742,7 @@ def plot(res: Dict[str, Any], path: pathlib.Path) -> None:
 
     sizes = sorted({row["labs"] for row in res["bulk"].values()})
     fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False)
-    styles = {"wrk": ("k", "--"), "fhirpy": ("tab:gray", ":"), "requests": ("tab:brown", ""),
+    styles = {"wrk": ("k", "--"), "reqwest": ("tab:olive", "--"), "fhirpy": ("tab:gray", ":"), "requests": ("tab:brown", ""),
               "rust": ("tab:orange", "-"), "cli": ("tab:red", "-"), "python": ("tab:blue", "-"),
               "node": ("tab:green", "-"), "kotlin": ("tab:purple", "-")}
     for ax, n in zip(axes[0], sizes):
@@ -853,7 +862,9 @@ def report(res: Dict[str, Any], previous: Optional[Dict[str, Any]], quick: bool)
     L += ["## 2. Bulk submission", "",
           "Labs per second, each run on a fresh sandbox process; every run checks with the sandbox's counters that "
           "each lab was POSTed exactly once. The baselines (a) and (b) post the very Observation JSON the SDK builds; "
-          f"(c) is `wrk -t1` firing that POST for {res['wrk_secs']} s on the same number of connections. "
+          f"(c) is `wrk -t1` firing that POST for {res['wrk_secs']} s on the same number of connections; (d) posts "
+          "the same Observations through a plain `reqwest` client (what the SDK uses), serialized before the clock, "
+          "in a fresh process (the `reqwest` role of `core/benches/submit_labs.rs`). "
           + (f"(a) and (b) are measured on at most {res['baseline_cap']:,} labs (they are slow; a rate is a rate). " if res['baseline_cap'] else ""),
           "", "![throughput against concurrency](benches/throughput.png)", ""]
     checks: List[Tuple[str, bool]] = []
@@ -863,11 +874,12 @@ def report(res: Dict[str, Any], previous: Optional[Dict[str, Any]], quick: bool)
         wrk = lps["wrk"]["median"]
         rustv = lps["rust"]["median"]
         L += [f"### {n:,} labs, concurrency {c}", "",
-              "| client | labs/s: median (min–max) | ÷ wrk (c) | ÷ fhirpy (b) | ÷ requests (a) | ÷ Rust |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| client | labs/s: median (min–max) | ÷ wrk (c) | ÷ reqwest (d) | ÷ fhirpy (b) | ÷ requests (a) | ÷ Rust |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        d = lps.get("reqwest", {}).get("median")
         a = lps.get("requests", {}).get("median") or (b.get(f"{n}@c1", {}).get("labs_per_second", {}).get("requests", {}).get("median"))
         f = lps["fhirpy"]["median"]
-        for k in CLIENTS + ["kotlin", "requests", "fhirpy", "wrk"]:
+        for k in CLIENTS + ["kotlin", "requests", "fhirpy", "reqwest", "wrk"]:
             if k == "kotlin":
                 kk = res.get("kotlin", {}).get(f"submit_labs_c{c}")
                 if not kk or n != 10_000 or not kk.get("kotlin_labs_per_second"):
@@ -878,7 +890,7 @@ def report(res: Dict[str, Any], previous: Optional[Dict[str, Any]], quick: bool)
                     m, lo, hi = (kk.get(f"{side}_labs_per_second{x}") for x in ("", "_min", "_max"))
                     return f"{fmt(m)} ({fmt(lo)}–{fmt(hi)})" if lo and hi else fmt(m)
                 L.append(f"| {LABELS[k]}, {kk['labs']:,} labs, sandbox in the JVM process: not comparable with "
-                         f"the rows above | {with_spread('kotlin')} | | | | {ratio(v, kk.get('rust_labs_per_second'))} "
+                         f"the rows above | {with_spread('kotlin')} | | | | | {ratio(v, kk.get('rust_labs_per_second'))} "
                          f"(against run.sh's Rust side, {with_spread('rust')} labs/s) |")
                 checks.append((f"{n:,}@c{c}: Kotlin within 10% of Rust (run.sh's own Rust side)",
                                v >= TARGET_LANG * (kk.get("rust_labs_per_second") or 0)))
@@ -886,7 +898,7 @@ def report(res: Dict[str, Any], previous: Optional[Dict[str, Any]], quick: bool)
             if k not in lps:
                 continue
             v = lps[k]["median"]
-            L.append(f"| {LABELS[k]} | {spread(lps[k])} | {ratio(v, wrk)} | {ratio(v, f)} | {ratio(v, a)} | {ratio(v, rustv)} |")
+            L.append(f"| {LABELS[k]} | {spread(lps[k])} | {ratio(v, wrk)} | {ratio(v, d)} | {ratio(v, f)} | {ratio(v, a)} | {ratio(v, rustv)} |")
         L.append("")
         for k in CLIENTS:
             v = lps[k]["median"]
@@ -905,6 +917,16 @@ def report(res: Dict[str, Any], previous: Optional[Dict[str, Any]], quick: bool)
           "its ratio to Rust is in the tables):", ""]
     missed = [name for name, ok in checks if not ok]
     L += [f"- MISSED: {name}" for name in missed] or ["- all met"]
+    floors = [(row["labs"], row["concurrency"], row["labs_per_second"]) for row in b.values()
+              if row["labs_per_second"].get("reqwest", {}).get("median")]
+    if floors:
+        L += ["", "Where a client misses 80% of wrk, compare the HTTP stack's own limit, (d): the same POSTs through a "
+              "plain `reqwest` loop with no SDK work at all (bodies serialized before the clock). (d) ÷ wrk, and the "
+              "best and worst of our clients ÷ (d):", ""]
+        for n, c, lps in floors:
+            dv, w = lps["reqwest"]["median"], lps["wrk"]["median"]
+            ours = [lps[k]["median"] / dv for k in CLIENTS if k in lps]
+            L.append(f"- {n:,}@c{c}: (d) is {ratio(dv, w)} of wrk; our clients are {min(ours):.2f}–{max(ours):.2f}× (d)")
     L += ["", "<details><summary>all checks</summary>", ""] + [f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks] + ["", "</details>", ""]
     res["checks"] = {name: ok for name, ok in checks}
 

@@ -866,6 +866,86 @@ fn client_role() {
     println!("{line}");
 }
 
+/// `CIBMTR_BENCH_ROLE=reqwest` (benches/run-all.sh): the HTTP stack's own limit, no SDK. POSTs
+/// the Observations of `CIBMTR_BENCH_N` labs, serialized before the clock starts, with a plain
+/// `reqwest::Client` at `CIBMTR_BENCH_CONCURRENCY` (default 8), checking each status and reading
+/// each body, and prints the seconds as one JSON line. The SDK sends the same requests through
+/// the same `reqwest`, so the SDK's throughput over this one is what its own work costs.
+fn reqwest_role() {
+    use futures_util::StreamExt;
+    let info: Value = serde_json::from_str(
+        &std::env::var(SERVER_ENV).expect("CIBMTR_BENCH_SERVER: the sandbox's JSON line"),
+    )
+    .expect("sandbox JSON");
+    let n: usize = std::env::var(N_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("CIBMTR_BENCH_N: a number of labs");
+    let concurrency: usize = std::env::var(CONCURRENCY_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let rt = multi_thread();
+    let seconds = rt.block_on(async {
+        // Set-up, not timed: the recipient and its Patient (through the SDK), the bodies, a
+        // token and a connection.
+        let auth = okta(&info);
+        let client = cibmtr_client(&info, &auth);
+        let crid = client
+            .register_crid(&recipient(&format!("reqwest {n}@c{concurrency}")))
+            .await
+            .expect("CRID");
+        let patient_id = client.ensure_patient(crid).await.expect("Patient");
+        let ccn = Ccn::parse(CCN).expect("CCN");
+        let bodies: Vec<bytes::Bytes> = labs(n)
+            .iter()
+            .map(|lab| {
+                let obs = observation_resource(
+                    lab,
+                    crid,
+                    &patient_id,
+                    &ccn,
+                    UriFamily::default(),
+                    FhirVersion::Stu3,
+                );
+                serde_json::to_vec(&obs).expect("JSON").into()
+            })
+            .collect();
+        let web = reqwest::Client::new();
+        let bearer = format!("Bearer {}", fetch_token(&web, &info).await);
+        let url = reqwest::Url::parse(&format!("{}/Observation", info_str(&info, "cibmtr_base")))
+            .expect("URL");
+        let started = Instant::now();
+        // On a runtime worker, as the SDK's requests are (see `seq_run`).
+        tokio::spawn(async move {
+            let posts = futures_util::stream::iter(bodies)
+                .map(|body| {
+                    let request = web
+                        .post(url.clone())
+                        .header(reqwest::header::CONTENT_TYPE, FHIR_JSON)
+                        .header(reqwest::header::ACCEPT, FHIR_JSON)
+                        .header(reqwest::header::AUTHORIZATION, &bearer)
+                        .body(body);
+                    async move {
+                        let resp = request.send().await.expect("POST Observation");
+                        let status = resp.status();
+                        let body = resp.bytes().await.expect("response body");
+                        assert_eq!(status.as_u16(), 201, "{}", String::from_utf8_lossy(&body));
+                    }
+                })
+                .buffer_unordered(concurrency);
+            posts.collect::<()>().await;
+        })
+        .await
+        .expect("the reqwest loop");
+        started.elapsed().as_secs_f64()
+    });
+    println!(
+        "{}",
+        json!({"n": n, "concurrency": concurrency, "seconds": seconds})
+    );
+}
+
 /// `CIBMTR_BENCH_ROLE=search` (benches/run-all.sh): streams every Observation of the sandbox in
 /// `CIBMTR_BENCH_SERVER` with `FhirClient::search`, pages of 1,000, and prints the count, the
 /// seconds and the peak memory of this process as one JSON line. Only a count is kept, so the
@@ -1009,6 +1089,7 @@ fn main() {
         Ok("server") => return serve(),
         Ok("client") => return client_role(),
         Ok("search") => return search_role(),
+        Ok("reqwest") => return reqwest_role(),
         _ => {}
     }
     let args: Vec<String> = std::env::args().collect();
