@@ -35,20 +35,16 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 by = {(r["side"], r["op"]): r for r in rows if not r["op"].startswith("warmup_")}
 
-def wall(r):
+def wall(r, digits=",.0f"):
+    """Wall time; a median over rounds or runs shows the fastest and slowest beside it."""
     if r is None:
         return "-"
     if "wall_min" in r:
-        return f'{r["wall"]:,.0f} ({r["wall_min"]:,.0f}–{r["wall_max"]:,.0f})'
+        return f'{r["wall"]:{digits}} ({r["wall_min"]:{digits}}–{r["wall_max"]:{digits}})'
     return f'{r["wall"]:.2f}'
 
 def op_wall(r):
-    """An operation's wall time; a median of several runs shows the fastest and slowest."""
-    if r is None:
-        return "-"
-    if "wall_min" in r:
-        return f'{r["wall"]:.3f} ({r["wall_min"]:.3f}–{r["wall_max"]:.3f})'
-    return f'{r["wall"]:.2f}'
+    return wall(r, ".3f")
 
 def ratio(a, b):
     return f'{a["wall"] / b["wall"]:.2f}' if a and b and b["wall"] else "-"

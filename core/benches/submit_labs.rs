@@ -804,17 +804,28 @@ fn labs_bytes(labs: &[LabResult]) -> usize {
         .sum()
 }
 
-/// `CIBMTR_BENCH_ROLE=client`: submits `CIBMTR_BENCH_N` labs at concurrency 8 to the sandbox in
-/// `CIBMTR_BENCH_SERVER` and prints its peak memory as one JSON line.
-fn client_role() {
-    let info: Value = serde_json::from_str(
+/// A client role's inputs: the sandbox's JSON line (`CIBMTR_BENCH_SERVER`), the number of labs
+/// (`CIBMTR_BENCH_N`) and the concurrency (`CIBMTR_BENCH_CONCURRENCY`, default 8).
+fn role_inputs() -> (Value, usize, usize) {
+    let info = serde_json::from_str(
         &std::env::var(SERVER_ENV).expect("CIBMTR_BENCH_SERVER: the sandbox's JSON line"),
     )
     .expect("sandbox JSON");
-    let n: usize = std::env::var(N_ENV)
+    let n = std::env::var(N_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .expect("CIBMTR_BENCH_N: a number of labs");
+    let concurrency = std::env::var(CONCURRENCY_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    (info, n, concurrency)
+}
+
+/// `CIBMTR_BENCH_ROLE=client`: submits `CIBMTR_BENCH_N` labs at concurrency 8 to the sandbox in
+/// `CIBMTR_BENCH_SERVER` and prints its peak memory as one JSON line.
+fn client_role() {
+    let (info, n, concurrency) = role_inputs();
     let rt = multi_thread();
     let line = rt.block_on(async {
         let auth = okta(&info);
@@ -831,10 +842,6 @@ fn client_role() {
         let labs = labs(n);
         let input = labs_bytes(&labs) + (labs.capacity() - labs.len()) * size_of::<LabResult>();
         let hwm_before = vmhwm_kb();
-        let concurrency = std::env::var(CONCURRENCY_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8);
         let options = SubmitOptions {
             concurrency,
             ..Default::default()
@@ -873,18 +880,7 @@ fn client_role() {
 /// the same `reqwest`, so the SDK's throughput over this one is what its own work costs.
 fn reqwest_role() {
     use futures_util::StreamExt;
-    let info: Value = serde_json::from_str(
-        &std::env::var(SERVER_ENV).expect("CIBMTR_BENCH_SERVER: the sandbox's JSON line"),
-    )
-    .expect("sandbox JSON");
-    let n: usize = std::env::var(N_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .expect("CIBMTR_BENCH_N: a number of labs");
-    let concurrency: usize = std::env::var(CONCURRENCY_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let (info, n, concurrency) = role_inputs();
     let rt = multi_thread();
     let seconds = rt.block_on(async {
         // Set-up, not timed: the recipient and its Patient (through the SDK), the bodies, a
