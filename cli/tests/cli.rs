@@ -485,6 +485,28 @@ async fn a_file_of_several_recipients_is_reported_row_by_row() {
     let counts: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(counts, ["0", "2", "2", "4"], "{out}");
     assert_eq!(sb.observations().len(), 2);
+
+    // Once more with `--json` into a pipe whose reader has gone: the report is dropped quietly
+    // and the status still says partial success.
+    let mut cmd = bin();
+    cibmtr_env(&mut cmd, &sb, &store);
+    cmd.args(["labs", "submit", "--json", "--csv"])
+        .arg(&csv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("cannot write"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
