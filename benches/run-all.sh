@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of issue 8, one command. Writes BENCHMARKS.md (repo root), benches/throughput.png
 # and benches/results/latest.json (the previous one becomes previous.json and is compared against).
-#   benches/run-all.sh            full sizes, medians of 3 runs (release builds first; reused)
+#   benches/run-all.sh            full sizes, medians of 5 runs (bulk) or 3 (the rest) (release builds first; reused)
 #   benches/run-all.sh --quick    smoke run: small sizes, one run each
 #   benches/run-all.sh --skip kotlin,search   leave parts out (token,bulk,search,startup,kotlin)
 #   benches/run-all.sh --update startup       re-measure some parts into latest.json, keep the rest
