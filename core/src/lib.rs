@@ -13,7 +13,8 @@
 //! let token = auth.token().await?;      // cached; refreshed ahead of expiry
 //! # let _ = token.secret(); Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+// One `unsafe` call in the whole core, allowed where it is: `pthread_atfork` (journal/fork_gate.rs).
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod cibmtr;

@@ -65,6 +65,7 @@ use crate::cibmtr::{ItemStatus, LabResult};
 use crate::error::{Error, Result};
 
 mod export;
+mod fork_gate;
 
 pub use export::{CSV_COLUMNS, ExportFormat};
 
@@ -440,6 +441,21 @@ struct Inner {
     pid: u32,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the reader is a SQLite call like any other (see `fork_gate`).
+        let reader = self
+            .reader
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if reader.is_some() {
+            let _sqlite = fork_gate::enter();
+            drop(reader);
+        }
+    }
+}
+
 /// See [`Inner::later`].
 type Later = Arc<Mutex<Vec<Work>>>;
 
@@ -493,6 +509,9 @@ impl Journal {
         }
         create_private(&path).map_err(|e| db_err(&path, "create it", e))?;
         let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        // `OPEN` is held across SQLite calls: inside the fork gate, so that a child never
+        // inherits it locked either.
+        let _sqlite = fork_gate::enter();
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(inner) = open
             .get(&canonical)
@@ -517,6 +536,7 @@ impl Journal {
                 path.display()
             )));
         }
+        let sqlite = fork_gate::enter();
         let c = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -534,6 +554,7 @@ impl Journal {
             })
             .map_err(|e| db_err(path, "read it", e))?;
         drop(c);
+        drop(sqlite);
         if shape.0 < 1 || shape.1 != 2 {
             return Err(Error::config(format!(
                 "journal {}: not a submission journal (it has no batches and items tables)",
@@ -554,6 +575,7 @@ impl Journal {
         )))
     }
 
+    /// Called inside the fork gate.
     fn open_new(path: PathBuf) -> Result<Journal> {
         let conn = connect(&path)?;
         let version: i64 = conn
@@ -663,6 +685,7 @@ impl Journal {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.this_process()?;
         let mut slot = self.0.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let _sqlite = fork_gate::enter();
         if slot.is_none() {
             *slot = Some(connect(&self.0.path)?);
         }
@@ -915,10 +938,13 @@ fn writer(conn: Connection, rx: mpsc::Receiver<(Work, Option<Ack>)>, later: Late
                 Err(_) => break,
             }
         }
+        let _sqlite = fork_gate::enter();
         commit_group(&conn, &path, &later, group, &mut warned);
     }
     // Every handle is gone: what was gathered still goes in.
+    let _sqlite = fork_gate::enter();
     commit_group(&conn, &path, &later, Vec::new(), &mut warned);
+    drop(conn);
 }
 
 /// One transaction: the gathered pieces, then `group`; acknowledges the pieces waited for and
