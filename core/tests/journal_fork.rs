@@ -7,6 +7,8 @@
 //! is inside SQLite. Here a thread opens, writes, reads and closes journals without pause while
 //! the test forks 60 times; each child opens a journal of its own, records a batch, reads it back
 //! and exits. A child that has not finished within 10 s has hung: it is killed, and the test fails.
+#![cfg(unix)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

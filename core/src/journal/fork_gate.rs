@@ -6,9 +6,11 @@
 //! So every SQLite call of the journal runs inside [`enter`] (shared), and a `pthread_atfork`
 //! handler, registered with the first journal, takes the gate exclusively before `fork()`:
 //! the fork then waits for the SQLite calls in progress, and none starts until both sides are
-//! running again. Calls inside the gate never wait for anything outside SQLite, and never enter
-//! it twice, so the handler cannot deadlock.
-use std::cell::RefCell;
+//! running again. Calls inside the gate never wait for anything outside SQLite, so the handler
+//! cannot deadlock. A thread already inside does not take the gate again (dropping a journal
+//! while opening one, say): a second shared hold would wait behind a pending `fork()` that waits
+//! for the first.
+use std::cell::{Cell, RefCell};
 use std::sync::{Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static GATE: RwLock<()> = RwLock::new(());
@@ -16,12 +18,27 @@ static GATE: RwLock<()> = RwLock::new(());
 thread_local! {
     /// The forking thread's exclusive hold, from `prepare` to `parent` or `child`.
     static HELD: RefCell<Option<RwLockWriteGuard<'static, ()>>> = const { RefCell::new(None) };
+    /// How many [`Inside`] this thread holds; only the outermost holds the gate.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Holds off `fork()` while a journal thread is inside SQLite. Must not be nested.
-pub(crate) fn enter() -> RwLockReadGuard<'static, ()> {
+/// This thread is inside SQLite until it is dropped.
+pub(crate) struct Inside(Option<RwLockReadGuard<'static, ()>>);
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Holds off `fork()` while this thread is inside SQLite.
+pub(crate) fn enter() -> Inside {
     register();
-    GATE.read().unwrap_or_else(|p| p.into_inner())
+    let outermost = DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get() == 1
+    });
+    Inside(outermost.then(|| GATE.read().unwrap_or_else(|p| p.into_inner())))
 }
 
 fn register() {

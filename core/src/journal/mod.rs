@@ -575,7 +575,7 @@ impl Journal {
         )))
     }
 
-    /// Called inside the fork gate.
+    /// Called inside the fork gate (by `open`).
     fn open_new(path: PathBuf) -> Result<Journal> {
         let conn = connect(&path)?;
         let version: i64 = conn
