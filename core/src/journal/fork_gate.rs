@@ -23,7 +23,10 @@ thread_local! {
 }
 
 /// This thread is inside SQLite until it is dropped.
-pub(crate) struct Inside(Option<RwLockReadGuard<'static, ()>>);
+pub(crate) struct Inside {
+    /// The shared hold, released on drop (the outermost entry only).
+    _gate: Option<RwLockReadGuard<'static, ()>>,
+}
 
 impl Drop for Inside {
     fn drop(&mut self) {
@@ -38,7 +41,9 @@ pub(crate) fn enter() -> Inside {
         d.set(d.get() + 1);
         d.get() == 1
     });
-    Inside(outermost.then(|| GATE.read().unwrap_or_else(|p| p.into_inner())))
+    Inside {
+        _gate: outermost.then(|| GATE.read().unwrap_or_else(|p| p.into_inner())),
+    }
 }
 
 fn register() {
