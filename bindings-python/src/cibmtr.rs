@@ -263,12 +263,12 @@ impl SubmissionReport {
             .iter()
             .map(|item| {
                 let line = self.lines.as_ref().and_then(|l| l.get(item.index)).copied();
-                let placed = core::ItemJson {
+                core::ItemJson {
                     item,
                     crid: None,
                     line,
-                };
-                serde_json::to_value(placed).unwrap_or_default()
+                }
+                .to_json()
             })
             .collect()
     }

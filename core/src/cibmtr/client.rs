@@ -124,6 +124,13 @@ pub struct ItemJson<'a> {
     pub line: Option<usize>,
 }
 
+impl ItemJson<'_> {
+    /// This item, with its CRID and line, as a [`Value`].
+    pub fn to_json(&self) -> Value {
+        to_value(self)
+    }
+}
+
 impl serde::Serialize for ItemJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -164,8 +171,7 @@ pub fn error_json(e: &Error) -> Value {
 }
 
 /// [`error_json`] as `Serialize`: the keys in sorted order, as a [`Value`] map has them.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorJson<'a>(pub &'a Error);
+struct ErrorJson<'a>(&'a Error);
 
 impl serde::Serialize for ErrorJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -28,6 +28,6 @@ pub(crate) use client::transaction_results;
 pub use json::{lab_catalog_json, labs_from_json_text};
 
 pub use client::{
-    CibmtrClient, CibmtrClientBuilder, Environment, ErrorJson, ItemJson, ItemResult, ItemStatus,
+    CibmtrClient, CibmtrClientBuilder, Environment, ItemJson, ItemResult, ItemStatus,
     LabSubmission, Progress, ProgressFn, SubmissionReport, SubmitOptions, error_json,
 };
