@@ -313,21 +313,21 @@ class Bulk:
         return n / seconds
 
     # --- our clients ---
-    def rust(self, n: int, c: int) -> float:
+    def _role(self, role: str, n: int, c: int) -> float:
+        """labs/s of a role of core/benches/submit_labs.rs (a process of its own, timing itself)."""
         def go(server: "pybench.Server", crid: int) -> float:
-            env = {**os.environ, "CIBMTR_BENCH_ROLE": "client", "CIBMTR_BENCH_SERVER": json.dumps(server_info(server)),
+            env = {**os.environ, "CIBMTR_BENCH_ROLE": role, "CIBMTR_BENCH_SERVER": json.dumps(server_info(server)),
                    "CIBMTR_BENCH_N": str(n), "CIBMTR_BENCH_CONCURRENCY": str(c)}
             return float(last_json(sh([str(self.submit_bin)], env=env).stdout)["seconds"])
         # The role registers its own recipient; the POST count still has to be n.
         return self.timed(n, go)
 
+    def rust(self, n: int, c: int) -> float:
+        return self._role("client", n, c)
+
     def reqwest(self, n: int, c: int) -> float:
-        """(d) a plain reqwest loop, no SDK: the `reqwest` role of core/benches/submit_labs.rs."""
-        def go(server: "pybench.Server", crid: int) -> float:
-            env = {**os.environ, "CIBMTR_BENCH_ROLE": "reqwest", "CIBMTR_BENCH_SERVER": json.dumps(server_info(server)),
-                   "CIBMTR_BENCH_N": str(n), "CIBMTR_BENCH_CONCURRENCY": str(c)}
-            return float(last_json(sh([str(self.submit_bin)], env=env).stdout)["seconds"])
-        return self.timed(n, go)
+        """(d) a plain reqwest loop, no SDK."""
+        return self._role("reqwest", n, c)
 
     def cli(self, n: int, c: int) -> float:
         csv_path = self.tmp / f"labs-{n}.csv"
@@ -889,7 +889,7 @@ def report(res: Dict[str, Any], previous: Optional[Dict[str, Any]], quick: bool)
                 # Another setup (the sandbox inside the JVM, no CPU split): only its own Rust side compares.
                 def with_spread(side: str) -> str:
                     m, lo, hi = (kk.get(f"{side}_labs_per_second{x}") for x in ("", "_min", "_max"))
-                    return f"{fmt(m)} ({fmt(lo)}–{fmt(hi)})" if lo and hi else fmt(m)
+                    return spread({"median": m, "min": lo, "max": hi, "spread": bool(lo and hi)})
                 L.append(f"| {LABELS[k]}, {kk['labs']:,} labs, sandbox in the JVM process: not comparable with "
                          f"the rows above | {with_spread('kotlin')} | | | | | {ratio(v, kk.get('rust_labs_per_second'))} "
                          f"(against run.sh's Rust side, {with_spread('rust')} labs/s) |")

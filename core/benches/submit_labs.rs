@@ -320,6 +320,13 @@ fn recipient(tag: &str) -> Demographics {
 /// `n` distinct hemoglobin results, one a minute from 2024-01-01 UTC: the labs every client of
 /// benches/run-all.sh submits (Python's `bench.labs`, the CLI's CSV, Node's `node_client.mjs`),
 /// so each sends the same Observations as the others and as the `wrk` baseline.
+/// A new recipient (`tag` in its name) and its Patient, through the SDK: set-up, not timed.
+async fn with_patient(client: &CibmtrClient, tag: &str) -> (i64, String) {
+    let crid = client.register_crid(&recipient(tag)).await.expect("CRID");
+    let patient_id = client.ensure_patient(crid).await.expect("Patient");
+    (crid, patient_id)
+}
+
 fn labs(n: usize) -> Vec<LabResult> {
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -526,8 +533,7 @@ fn seq_run(rt: &Runtime, http: &reqwest::Client, n: usize, mode: Seq, tag: &str)
         // Set-up, not timed: the recipient and its Patient, through the SDK.
         let auth = okta(info);
         let client = cibmtr_client(info, &auth);
-        let crid = client.register_crid(&recipient(tag)).await.expect("CRID");
-        let patient_id = client.ensure_patient(crid).await.expect("Patient");
+        let (crid, patient_id) = with_patient(&client, tag).await;
         let ccn = Ccn::parse(CCN).expect("CCN");
         let labs = labs(n);
         let web = match mode {
@@ -676,8 +682,7 @@ fn wrk_run(
     let (body, token, before) = rt.block_on(async {
         let auth = okta(info);
         let client = cibmtr_client(info, &auth);
-        let crid = client.register_crid(&recipient(tag)).await.expect("CRID");
-        let patient_id = client.ensure_patient(crid).await.expect("Patient");
+        let (crid, patient_id) = with_patient(&client, tag).await;
         let ccn = Ccn::parse(CCN).expect("CCN");
         let obs = observation_resource(
             &labs(1)[0],
@@ -822,8 +827,9 @@ fn role_inputs() -> (Value, usize, usize) {
     (info, n, concurrency)
 }
 
-/// `CIBMTR_BENCH_ROLE=client`: submits `CIBMTR_BENCH_N` labs at concurrency 8 to the sandbox in
-/// `CIBMTR_BENCH_SERVER` and prints its peak memory as one JSON line.
+/// `CIBMTR_BENCH_ROLE=client`: submits `CIBMTR_BENCH_N` labs at `CIBMTR_BENCH_CONCURRENCY`
+/// (default 8) to the sandbox in `CIBMTR_BENCH_SERVER` and prints the seconds and its peak
+/// memory as one JSON line.
 fn client_role() {
     let (info, n, concurrency) = role_inputs();
     let rt = multi_thread();
@@ -831,13 +837,9 @@ fn client_role() {
         let auth = okta(&info);
         let client = cibmtr_client(&info, &auth);
         // Warm everything up first: HTTP client, TLS roots, token, a connection.
-        let crid = client
-            .register_crid(&recipient(&format!("memory {n}")))
-            .await
-            .expect("CRID");
         // As the Python and Node clients of benches/run-all.sh do: the Patient exists before the
         // clock starts.
-        client.ensure_patient(crid).await.expect("Patient");
+        let (crid, _) = with_patient(&client, &format!("memory {n}")).await;
         let hwm_warm = vmhwm_kb();
         let labs = labs(n);
         let input = labs_bytes(&labs) + (labs.capacity() - labs.len()) * size_of::<LabResult>();
@@ -887,11 +889,8 @@ fn reqwest_role() {
         // token and a connection.
         let auth = okta(&info);
         let client = cibmtr_client(&info, &auth);
-        let crid = client
-            .register_crid(&recipient(&format!("reqwest {n}@c{concurrency}")))
-            .await
-            .expect("CRID");
-        let patient_id = client.ensure_patient(crid).await.expect("Patient");
+        let (crid, patient_id) =
+            with_patient(&client, &format!("reqwest {n}@c{concurrency}")).await;
         let ccn = Ccn::parse(CCN).expect("CCN");
         let bodies: Vec<bytes::Bytes> = labs(n)
             .iter()
