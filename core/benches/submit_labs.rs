@@ -836,9 +836,8 @@ fn client_role() {
     let line = rt.block_on(async {
         let auth = okta(&info);
         let client = cibmtr_client(&info, &auth);
-        // Warm everything up first: HTTP client, TLS roots, token, a connection.
-        // As the Python and Node clients of benches/run-all.sh do: the Patient exists before the
-        // clock starts.
+        // Warm everything up first: HTTP client, token, a connection; and, as the Python and
+        // Node clients of benches/run-all.sh do, the Patient exists before the clock starts.
         let (crid, _) = with_patient(&client, &format!("memory {n}")).await;
         let hwm_warm = vmhwm_kb();
         let labs = labs(n);
